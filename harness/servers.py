@@ -1,0 +1,102 @@
+"""Real HTTP servers on loopback: the gateway's ``/function/`` route and a callback receiver."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from .ports import free_port
+
+#: A function: takes the request, returns the response.
+Behaviour = Callable[[web.Request, bytes], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One request a server received."""
+
+    method: str
+    path_qs: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+    at: float
+
+    def header(self, name: str) -> str | None:
+        """The first value of a header, or ``None``."""
+        return next((v for k, v in self.headers if k.lower() == name.lower()), None)
+
+    def header_values(self, name: str) -> list[str]:
+        """Every value of a header, in order."""
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+
+async def echo(request: web.Request, body: bytes) -> web.Response:
+    """Answer 200 with the request body and a marker header."""
+    return web.Response(body=body, headers={"X-Echo": "yes", "Content-Type": "application/octet-stream"})
+
+
+@dataclass
+class RecordingServer:
+    """An aiohttp server that records every request and answers by behaviour.
+
+    ``behaviours`` maps a function name (the segment after ``/function/``) to a behaviour;
+    any other path is answered by ``default``.
+    """
+
+    default: Behaviour = echo
+    behaviours: dict[str, Behaviour] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    calls: list[Call] = field(default_factory=list)
+    _runner: web.AppRunner | None = None
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def url(self) -> str:
+        """The base URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> RecordingServer:
+        """Start serving."""
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def close(self) -> None:
+        """Stop serving."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        self.calls.append(Call(request.method, request.path_qs, tuple(request.headers.items()), body, time.monotonic()))
+        self._changed.set()
+        parts = request.path.split("/")
+        name = parts[2] if len(parts) > 2 and parts[1] == "function" else ""
+        return await self.behaviours.get(name, self.default)(request, body)
+
+    def calls_to(self, function: str) -> list[Call]:
+        """Calls whose path is ``/function/<function>/...``."""
+        prefix = f"/function/{function}/"
+        return [c for c in self.calls if c.path_qs.startswith(prefix) or c.path_qs == prefix.rstrip("/")]
+
+    async def wait_for(self, count: int, timeout_s: float = 20.0) -> list[Call]:
+        """Wait until at least ``count`` requests arrived; raise on timeout."""
+        await wait_until(lambda: len(self.calls) >= count, timeout_s, f"{count} requests (have {len(self.calls)})")
+        return list(self.calls)
+
+
+async def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Poll ``predicate`` every 10 ms until it holds; raise ``TimeoutError`` naming ``what``."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}")
+        await asyncio.sleep(0.01)

@@ -1,0 +1,1 @@
+"""The OpenFaaS queue-worker handler; built into the python3-jetstream template's ``function/``."""

@@ -1,0 +1,71 @@
+"""Post the function's result to the caller's callback URL."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+
+from .transport import forwardable
+from .invoke import Result
+
+#: Headers this worker sets on every callback, replacing any the function returned.
+OWN_HEADERS = (
+    "x-call-id",
+    "x-function-status",
+    "x-function-name",
+    "x-duration-seconds",
+    "x-retry",
+    "x-retry-max",
+    "user-agent",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackInfo:
+    """What the callback reports besides the function's own response."""
+
+    call_id: str
+    function: str
+    retries: int
+    max_retries: int
+    user_agent: str
+
+
+def callback_headers(result: Result, info: CallbackInfo) -> list[tuple[str, str]]:
+    """The function's response headers (minus hop-by-hop ones), then this worker's own."""
+    headers = [(k, v) for k, v in forwardable(result.headers) if k.lower() not in OWN_HEADERS]
+    if info.call_id:
+        headers.append(("X-Call-Id", info.call_id))
+    headers += [
+        ("X-Function-Status", str(result.status)),
+        ("X-Function-Name", info.function),
+        ("X-Duration-Seconds", f"{result.duration_s:f}"),
+        ("X-Retry", str(info.retries)),
+        ("X-Retry-Max", str(info.max_retries)),
+        ("User-Agent", info.user_agent),
+    ]
+    return headers
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """How a callback went: the receiver's status, or an error when there was none."""
+
+    status: int | None
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """Whether the receiver answered with a status below 500."""
+        return self.status is not None and self.status < 500
+
+
+async def post_callback(client: httpx.AsyncClient, url: str, result: Result, info: CallbackInfo) -> Delivery:
+    """POST the result; never raises for a network failure or a bad URL."""
+    try:
+        response = await client.post(url, content=result.body, headers=callback_headers(result, info))
+        await response.aclose()
+    except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
+        return Delivery(None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+    return Delivery(response.status_code)

@@ -1,0 +1,79 @@
+"""Call the function through the gateway with what the message stored."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import httpx
+
+from .transport import forwardable
+from .queue_request import QueueRequest
+
+#: Status recorded when the gateway cannot be reached at all.
+TRANSPORT_FAILURE_STATUS = 503
+#: Status recorded when the call outlives ``upstream_timeout``.
+TIMEOUT_STATUS = 504
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """What one invocation produced; ``error`` is set when no HTTP response came back."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+    duration_s: float
+    error: str = ""
+
+    def header_map(self) -> dict[str, str]:
+        """Response headers with lower-case names (the last value of a repeated one)."""
+        return {name.lower(): value for name, value in self.headers}
+
+
+def request_headers(request: QueueRequest) -> list[tuple[str, str]]:
+    """Every stored header value, in order, minus those that must not be forwarded."""
+    return forwardable((name, value) for name, values in request.header.items() for value in values)
+
+
+class Invoker:
+    """Invokes functions at ``{gateway_url}/function/...`` within ``timeout_s``."""
+
+    def __init__(self, *, client: httpx.AsyncClient, gateway_url: str, timeout_s: float) -> None:
+        self._client = client
+        self._gateway_url = gateway_url
+        self._timeout_s = timeout_s
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._client.aclose()
+
+    def url(self, request: QueueRequest) -> str:
+        """The full URL the function is called at."""
+        return self._gateway_url + request.invoke_path()
+
+    async def invoke(self, request: QueueRequest) -> Result:
+        """Make the call; a transport failure becomes 503 and a timeout 504, never an exception."""
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                response = await self._client.send(
+                    self._client.build_request(
+                        request.method,
+                        self.url(request),
+                        headers=request_headers(request),
+                        content=request.body,
+                    ),
+                    stream=True,
+                )
+                try:
+                    body = b"".join([chunk async for chunk in response.aiter_raw()])
+                finally:
+                    await response.aclose()
+        except TimeoutError:
+            return Result(TIMEOUT_STATUS, (), b"", time.perf_counter() - started, f"no answer within {self._timeout_s:g}s")
+        except httpx.HTTPError as exc:
+            detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            return Result(TRANSPORT_FAILURE_STATUS, (), b"", time.perf_counter() - started, detail)
+        return Result(response.status_code, tuple(response.headers.multi_items()), body, time.perf_counter() - started)

@@ -1,0 +1,138 @@
+"""When to retry an invocation and how long to wait: pure decisions, no I/O.
+
+The worker's defaults come from the environment; a function overrides them with annotations
+(``com.openfaas.retry.attempts``, ``.codes``, ``.min_wait``, ``.max_wait``) that the gateway
+copies into the message. An invalid annotation is reported and the default used.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from runtime import parse_duration
+
+from .backoff import exponential_delay, jitter, parse_retry_after
+
+#: Annotation prefix the OpenFaaS Pro worker reads; kept so functions carry over.
+ANNOTATION_PREFIX = "com.openfaas.retry."
+#: Statuses whose ``Retry-After`` header sets the next delay.
+RETRY_AFTER_STATUSES = frozenset({429, 503})
+#: Header with which OpenFaaS components mark an error as theirs, not the function's.
+INTERNAL_HEADER = "x-openfaas-internal"
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How one function's failures are retried."""
+
+    #: Attempts in all, the first included.
+    attempts: int
+    codes: frozenset[int]
+    min_wait_s: float
+    max_wait_s: float
+    backoff: str = "exponential"
+
+    @property
+    def max_retries(self) -> int:
+        """Retries after the first attempt, as sent in ``X-Retry-Max``."""
+        return self.attempts - 1
+
+    def with_annotations(self, annotations: Mapping[str, str]) -> tuple[RetryPolicy, list[str]]:
+        """Apply a function's retry annotations.
+
+        Returns:
+            The policy to use and one message per annotation that was invalid and ignored.
+        """
+        policy, problems = self, []
+        readers = {
+            "attempts": ("attempts", _attempts),
+            "codes": ("codes", _codes),
+            "min_wait": ("min_wait_s", _wait),
+            "max_wait": ("max_wait_s", _wait),
+        }
+        for suffix, (attribute, read) in readers.items():
+            raw = annotations.get(ANNOTATION_PREFIX + suffix)
+            if raw is None:
+                continue
+            try:
+                policy = replace(policy, **{attribute: read(raw)})
+            except ValueError:
+                problems.append(f"{ANNOTATION_PREFIX}{suffix}={raw!r} is invalid; using the default")
+        return policy, problems
+
+
+def _attempts(raw: str) -> int:
+    value = int(raw.strip(), 10)
+    if value < 1:
+        raise ValueError(raw)
+    return value
+
+
+def _codes(raw: str) -> frozenset[int]:
+    return parse_codes(raw)
+
+
+def _wait(raw: str) -> float:
+    seconds = parse_duration(raw.strip())
+    if seconds < 0:
+        raise ValueError(raw)
+    return seconds
+
+
+def parse_codes(raw: str) -> frozenset[int]:
+    """Parse ``"408,429,500"`` into status codes.
+
+    Raises:
+        ValueError: a part is not a status code from 100 to 599, or there is none.
+    """
+    codes = frozenset(int(part.strip(), 10) for part in raw.split(",") if part.strip())
+    if not codes or any(not 100 <= code <= 599 for code in codes):
+        raise ValueError(raw)
+    return codes
+
+
+@dataclass(frozen=True, slots=True)
+class RetryLater:
+    """Invoke again after ``delay_s``."""
+
+    delay_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Final:
+    """No more attempts; ``exhausted`` when the status was retryable but attempts ran out."""
+
+    exhausted: bool = False
+
+
+def is_retryable(status: int, headers: Mapping[str, str], codes: frozenset[int]) -> bool:
+    """A listed status, or any error that an OpenFaaS component marked as its own."""
+    return status in codes or (status >= 400 and INTERNAL_HEADER in headers)
+
+
+def decide(
+    policy: RetryPolicy,
+    *,
+    status: int,
+    headers: Mapping[str, str],
+    attempt: int,
+    rng: random.Random,
+    now: datetime,
+) -> RetryLater | Final:
+    """Decide what follows attempt number ``attempt`` (1-based) that ended with ``status``.
+
+    ``headers`` are the response headers with lower-case names.
+    """
+    if not is_retryable(status, headers, policy.codes):
+        return Final()
+    if attempt >= policy.attempts:
+        return Final(exhausted=True)
+    if status in RETRY_AFTER_STATUSES and "retry-after" in headers:
+        asked = parse_retry_after(headers["retry-after"], now)
+        if asked is not None:
+            return RetryLater(max(asked, policy.min_wait_s))
+    base = exponential_delay(attempt, initial_s=policy.min_wait_s, max_s=policy.max_wait_s)
+    return RetryLater(jitter(base, policy.backoff, rng))

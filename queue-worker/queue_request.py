@@ -1,0 +1,258 @@
+"""The gateway's ``QueueRequest`` JSON, read exactly as Go's ``encoding/json`` reads it.
+
+Go matches keys case-insensitively (an exact match first), lets a later duplicate key win,
+treats ``null`` and an absent key alike, ignores unknown keys, reads ``[]byte`` as padded
+standard base64 (skipping ``\\r`` and ``\\n``), and fails on a value of the wrong type.
+:func:`encode` writes the form the gateway writes, for publishers and replays.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .gourl import GoURL, URLError, parse
+
+
+class DecodeError(ValueError):
+    """The message is not a usable ``QueueRequest``; ``reason`` is a short metric label."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        super().__init__(f"{reason}: {detail}")
+
+
+@dataclass(frozen=True, slots=True)
+class QueueRequest:
+    """One queued invocation, as the gateway stored it."""
+
+    function: str
+    method: str = "POST"
+    path: str = ""
+    query_string: str = ""
+    body: bytes = b""
+    #: Header name to values, in the order they were stored.
+    header: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    host: str = ""
+    queue_name: str = ""
+    callback: GoURL | None = None
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    environment: Mapping[str, str] = field(default_factory=dict)
+
+    def header_value(self, name: str) -> str:
+        """The first value of a header, matched case-insensitively, or ``""``."""
+        wanted = name.lower()
+        for key, values in self.header.items():
+            if key.lower() == wanted and values:
+                return values[0]
+        return ""
+
+    @property
+    def call_id(self) -> str:
+        """``X-Call-Id`` as the gateway set it, or ``""``."""
+        return self.header_value("X-Call-Id")
+
+    def callback_url(self) -> str | None:
+        """Where the result goes: ``CallbackUrl`` as Go's ``URL.String()`` renders it.
+
+        A publisher that set only the ``X-Callback-Url`` header is honoured too.
+        """
+        if self.callback is not None:
+            return self.callback.string()
+        return self.header_value("X-Callback-Url") or None
+
+    def invoke_path(self) -> str:
+        """The path and query to call after the gateway URL: ``/function/<name><path>?<query>``."""
+        query = self.query_string.lstrip("?")
+        return f"/function/{self.function.strip('/')}{self.path or '/'}" + (f"?{query}" if query else "")
+
+
+class _Pairs(list[tuple[str, Any]]):
+    """A JSON object as its key-value pairs in document order (Go reads them in that order)."""
+
+
+def _object(key: str, value: Any, expected: str) -> _Pairs | None:
+    """The pairs of a JSON object, ``None`` for ``null``; anything else is a type error."""
+    if value is None:
+        return None
+    if not isinstance(value, _Pairs):
+        raise DecodeError("type", f"{key} must be {expected}")
+    return value
+
+
+def _fold(name: str) -> str:
+    """Go's ``foldName``: each rune to upper(lower(rune)) with simple, one-rune case mapping."""
+    out = []
+    for ch in name:
+        lower = ch.lower() if len(ch.lower()) == 1 else ch
+        upper = lower.upper() if len(lower.upper()) == 1 else lower
+        out.append(upper)
+    return "".join(out)
+
+
+def _string(key: str, value: Any) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise DecodeError("type", f"{key} must be a string")
+    return value
+
+
+def _string_map(key: str, value: Any) -> dict[str, str]:
+    # A later duplicate key overwrites an earlier one, as in a Go map.
+    return {k: _string(f"{key}.{k}", v) for k, v in _object(key, value, "an object of strings") or ()}
+
+
+def _header(key: str, value: Any) -> dict[str, tuple[str, ...]]:
+    header: dict[str, tuple[str, ...]] = {}
+    for name, values in _object(key, value, "an object of string lists") or ():
+        if values is not None and not isinstance(values, list):
+            raise DecodeError("type", f"{key}.{name} must be a list of strings")
+        header[name] = tuple(_string(f"{key}.{name}", v) for v in values or ())
+    return header
+
+
+def _body(key: str, value: Any) -> bytes:
+    text = _string(key, value)
+    try:
+        return base64.b64decode(text.replace("\r", "").replace("\n", ""), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise DecodeError("base64", f"{key} is not padded standard base64") from exc
+
+
+def _bool(key: str, value: Any) -> bool:
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise DecodeError("type", f"{key} must be true or false")
+    return value
+
+
+#: Go's ``url.URL`` fields and how each is read; ``User`` keeps only whether it was set.
+_URL_FIELDS: dict[str, tuple[str, Callable[[str, Any], Any]]] = {
+    "Scheme": ("scheme", _string),
+    "Opaque": ("opaque", _string),
+    "User": ("has_user", lambda key, v: _user(key, v)),
+    "Host": ("host", _string),
+    "Path": ("path", _string),
+    "RawPath": ("raw_path", _string),
+    "OmitHost": ("omit_host", _bool),
+    "ForceQuery": ("force_query", _bool),
+    "RawQuery": ("raw_query", _string),
+    "Fragment": ("fragment", _string),
+    "RawFragment": ("raw_fragment", _string),
+}
+
+
+def _user(key: str, value: Any) -> bool:
+    return _object(key, value, "an object or null") is not None
+
+
+def _callback(key: str, value: Any) -> GoURL | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            return parse(value)
+        except URLError as exc:
+            raise DecodeError("callback_url", str(exc)) from exc
+    return GoURL(**_struct(key, _object(key, value, "a URL object or string") or (), _URL_FIELDS))
+
+
+#: ``QueueRequest`` JSON keys, their attribute and reader.
+_FIELDS: dict[str, tuple[str, Callable[[str, Any], Any]]] = {
+    "Header": ("header", _header),
+    "Host": ("host", _string),
+    "Body": ("body", _body),
+    "Method": ("method", _string),
+    "Path": ("path", _string),
+    "QueryString": ("query_string", _string),
+    "Function": ("function", _string),
+    "QueueName": ("queue_name", _string),
+    "Annotations": ("annotations", _string_map),
+    "Labels": ("labels", _string_map),
+    "Environment": ("environment", _string_map),
+    "CallbackUrl": ("callback", _callback),
+}
+
+
+def _struct(
+    where: str, pairs: Iterable[tuple[str, Any]], fields: Mapping[str, tuple[str, Callable[[str, Any], Any]]]
+) -> dict[str, Any]:
+    """Read a JSON object into attributes the way Go fills a struct, key by key in order."""
+    folded = {_fold(name): name for name in fields}
+    values: dict[str, Any] = {}
+    for key, value in pairs:
+        name = key if key in fields else folded.get(_fold(key))
+        if name is None:
+            continue
+        attribute, read = fields[name]
+        values[attribute] = read(f"{where}.{name}" if where else name, value)
+    return values
+
+
+def decode(data: bytes) -> QueueRequest:
+    """Decode one message body.
+
+    Raises:
+        DecodeError: not JSON, not an object, a wrong type, bad base64 or no ``Function``.
+    """
+    try:
+        document = json.loads(data, object_pairs_hook=_Pairs)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DecodeError("json", f"not JSON ({exc})") from exc
+    if not isinstance(document, _Pairs):
+        raise DecodeError("type", f"expected a JSON object, got {type(document).__name__}")
+    values = _struct("", document, _FIELDS)
+    if not values.get("function", "").strip("/"):
+        raise DecodeError("function", "Function is empty or missing")
+    if not values.get("method"):
+        values["method"] = "POST"
+    return QueueRequest(**values)
+
+
+def encode(request: QueueRequest) -> bytes:
+    """Encode as the gateway does (Go's ``json.Marshal`` with the current ``omitempty`` tags)."""
+    document: dict[str, Any] = {}
+    if request.header:
+        document["Header"] = {k: list(v) for k, v in request.header.items()}
+    if request.host:
+        document["Host"] = request.host
+    if request.body:
+        document["Body"] = base64.b64encode(request.body).decode("ascii")
+    document["Method"] = request.method
+    if request.path:
+        document["Path"] = request.path
+    if request.query_string:
+        document["QueryString"] = request.query_string
+    document["Function"] = request.function
+    if request.queue_name:
+        document["QueueName"] = request.queue_name
+    for key, mapping in (
+        ("Annotations", request.annotations),
+        ("Labels", request.labels),
+        ("Environment", request.environment),
+    ):
+        if mapping:
+            document[key] = dict(mapping)
+    if request.callback is not None:
+        url = request.callback
+        document["CallbackUrl"] = {
+            "Scheme": url.scheme,
+            "Opaque": url.opaque,
+            "User": {} if url.has_user else None,
+            "Host": url.host,
+            "Path": url.path,
+            "RawPath": url.raw_path,
+            "OmitHost": url.omit_host,
+            "ForceQuery": url.force_query,
+            "RawQuery": url.raw_query,
+            "Fragment": url.fragment,
+            "RawFragment": url.raw_fragment,
+        }
+    return json.dumps(document, separators=(",", ":")).encode()

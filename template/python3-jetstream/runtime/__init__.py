@@ -1,0 +1,30 @@
+"""A JetStream connector that triggers a Python function, packaged as an OpenFaaS template.
+
+The public surface is what a function needs: the :class:`Event` it receives, the
+:class:`Context` it shares, the outcomes it returns, and the helpers for its own settings.
+"""
+
+from __future__ import annotations
+
+from .contract import Ack, Context, Event, Function, Outcome, Retry, Terminate
+from .durations import format_duration, parse_duration
+from .env import Env
+from .errors import ConfigError, ConnectorError, HandlerLoadError
+from .settings import Settings
+
+__all__ = [
+    "Ack",
+    "ConfigError",
+    "ConnectorError",
+    "Context",
+    "Env",
+    "Event",
+    "Function",
+    "HandlerLoadError",
+    "Outcome",
+    "Retry",
+    "Settings",
+    "Terminate",
+    "format_duration",
+    "parse_duration",
+]

@@ -1,0 +1,169 @@
+"""The process: settings, logs, the function, NATS, probes, the consumer, and a clean stop.
+
+``main()`` is what the image runs. SIGTERM (or SIGINT) stops pulling, lets running calls
+finish within ``shutdown_timeout``, hands unstarted messages back, drains the connection so
+every acknowledgement reaches the server, and exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Coroutine, Mapping
+from pathlib import Path
+from typing import TypeVar
+
+import nats.errors
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from prometheus_client import CollectorRegistry
+from structlog.typing import FilteringBoundLogger
+
+from . import logs, probes
+from .connection import ConnectionState, connect, ensure_topology
+from .consumer import Consumer
+from .contract import Context, Function
+from .errors import ConfigError, HandlerLoadError
+from .loader import load_function
+from .metrics import RuntimeMetrics
+from .settings import Settings
+
+T = TypeVar("T")
+
+#: Exit status for a bad setting or an unloadable function (sysexits' EX_CONFIG).
+EXIT_CONFIG = 78
+#: Pause between attempts to create or bind the stream and consumer.
+TOPOLOGY_RETRY_S = 2.0
+
+
+def main(environ: Mapping[str, str] | None = None) -> int:
+    """Run the connector until SIGTERM; returns the exit status."""
+    environ = dict(os.environ if environ is None else environ)
+    try:
+        settings = Settings.from_env(environ)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    log = logs.configure(encoding=settings.log_encoding, debug=settings.debug)
+    default_dir = Path(sys.argv[0]).resolve().parent / "function"
+    try:
+        function = load_function(Path(environ.get("handler_dir") or default_dir))
+    except HandlerLoadError as exc:
+        log.error("Cannot load the function", error=str(exc))
+        return EXIT_CONFIG
+    return _run(serve(settings, function, log, environ))
+
+
+async def serve(settings: Settings, function: Function, log: FilteringBoundLogger, environ: Mapping[str, str]) -> int:
+    """Run everything in this event loop until a signal, and return the exit status."""
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, _on_signal, stopping, log, signum)
+
+    registry = CollectorRegistry()
+    metrics = RuntimeMetrics.create(settings.metrics_namespace, registry)
+    state = ConnectionState()
+    context = Context(settings=settings, log=log, registry=registry, environ=environ)
+    log.info(
+        "Starting",
+        maxInflight=settings.max_inflight,
+        stream=settings.stream,
+        durable=settings.durable,
+        queue=settings.queue_name,
+    )
+    served = await probes.start(
+        "0.0.0.0",
+        (
+            (probes.probe_app(state, stopping.is_set), settings.port),
+            (probes.metrics_app(registry), settings.metrics_port),
+        ),
+    )
+    client: Client | None = None
+    try:
+        if function.on_startup is not None:
+            await function.on_startup(context)
+        client = await _until_stopped(connect(settings, log, state, metrics.reconnects.inc), stopping)
+        if client is None:
+            return 0
+        subscription = await _until_stopped(_bind(client, settings, log), stopping)
+        if subscription is None:
+            return 0
+        state.bound = True
+        log.info("Subscribed", stream=settings.stream, durable=settings.durable)
+        consumer = Consumer(
+            settings=settings,
+            function=function,
+            context=context,
+            subscription=subscription,
+            metrics=metrics,
+            stopping=stopping,
+        )
+        await consumer.run()
+        return 0
+    except ConfigError as exc:
+        log.error("Invalid configuration", error=str(exc), variable=exc.variable)
+        return EXIT_CONFIG
+    finally:
+        state.bound = False
+        await _shut_down(function, context, client, log)
+        await served.close()
+        log.info("Stopped")
+
+
+async def _bind(client: Client, settings: Settings, log: FilteringBoundLogger) -> JetStreamContext.PullSubscription:
+    """Ensure the stream and consumer and bind to them, retrying while JetStream is not ready."""
+    js = client.jetstream()
+    while True:
+        try:
+            await ensure_topology(js, settings, log)
+            return await js.pull_subscribe_bind(durable=settings.durable, stream=settings.stream)
+        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            log.warning("JetStream not ready", error=str(exc) or type(exc).__name__, retryIn=TOPOLOGY_RETRY_S)
+            await asyncio.sleep(TOPOLOGY_RETRY_S)
+
+
+async def _until_stopped(work: Awaitable[T], stopping: asyncio.Event) -> T | None:
+    """Await ``work`` unless ``stopping`` is set first, in which case cancel it and return None."""
+    task = asyncio.ensure_future(work)
+    waiter = asyncio.create_task(stopping.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        if not task.done():
+            task.cancel()
+        await asyncio.gather(task, waiter, return_exceptions=True)
+    return task.result() if not task.cancelled() else None
+
+
+async def _shut_down(function: Function, context: Context, client: Client | None, log: FilteringBoundLogger) -> None:
+    if function.on_shutdown is not None:
+        try:
+            await function.on_shutdown(context)
+        except Exception:
+            log.exception("on_shutdown failed")
+    if client is not None and not client.is_closed:
+        try:
+            # drain() flushes pending acknowledgements before closing.
+            await client.drain()
+        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            log.warning("Drain failed", error=str(exc) or type(exc).__name__)
+            await client.close()
+
+
+def _on_signal(stopping: asyncio.Event, log: FilteringBoundLogger, signum: int) -> None:
+    if not stopping.is_set():
+        log.info("Stopping", signal=signal.Signals(signum).name)
+    stopping.set()
+
+
+def _run(main_coroutine: Coroutine[None, None, int]) -> int:
+    """Run on uvloop where it is installed (as in the image), else on asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main_coroutine)
+    return uvloop.run(main_coroutine)

@@ -1,0 +1,121 @@
+"""Connect to NATS (reconnecting forever) and make sure the stream and consumer exist."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import nats
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+from structlog.typing import FilteringBoundLogger
+
+from .settings import Settings
+
+#: Seconds between reconnect attempts to one server; the client cycles through the list.
+RECONNECT_WAIT_S = 2
+
+
+@dataclass(slots=True)
+class ConnectionState:
+    """What readiness depends on, updated by the client's callbacks."""
+
+    connected: bool = False
+    bound: bool = False
+
+
+async def connect(
+    settings: Settings,
+    log: FilteringBoundLogger,
+    state: ConnectionState,
+    on_reconnect: Callable[[], None],
+) -> Client:
+    """Connect, retrying the first connection too, and log every disconnect and reconnect."""
+
+    async def disconnected() -> None:
+        state.connected = False
+        log.warning("Disconnected from NATS")
+
+    async def reconnected() -> None:
+        state.connected = True
+        on_reconnect()
+        log.info("Reconnected to NATS", url=_redacted_url(client))
+
+    async def error(exc: Exception) -> None:
+        log.warning("NATS connection error", error=str(exc) or type(exc).__name__)
+
+    async def closed() -> None:
+        state.connected = False
+
+    log.info("Connecting to NATS", servers=[_without_userinfo(s) for s in settings.nats_servers])
+    client = await nats.connect(
+        servers=list(settings.nats_servers),
+        name=settings.client_name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=RECONNECT_WAIT_S,
+        disconnected_cb=disconnected,
+        reconnected_cb=reconnected,
+        error_cb=error,
+        closed_cb=closed,
+    )
+    state.connected = True
+    log.info("Connected to NATS", url=_redacted_url(client))
+    return client
+
+
+async def ensure_topology(js: JetStreamContext, settings: Settings, log: FilteringBoundLogger) -> None:
+    """Create the work-queue stream and the durable pull consumer when they are missing.
+
+    Existing ones are used as they are, so an operator's tuning is never overwritten; where
+    they differ from what this worker would create, the differences are logged once.
+    """
+    wanted_stream = StreamConfig(
+        name=settings.stream,
+        subjects=[settings.queue_name],
+        retention=RetentionPolicy.WORK_QUEUE,
+        storage=StorageType.FILE,
+        num_replicas=settings.stream_replicas,
+    )
+    try:
+        info = await js.stream_info(settings.stream)
+        _log_differences(log, "stream", settings.stream, wanted_stream, info.config, ("retention", "num_replicas"))
+    except NotFoundError:
+        await js.add_stream(wanted_stream)
+        log.info("Created stream", stream=settings.stream, subject=settings.queue_name)
+
+    wanted_consumer = ConsumerConfig(
+        durable_name=settings.durable,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=settings.ack_wait_s,
+        max_deliver=-1,
+        max_ack_pending=-1,
+        max_waiting=512,
+    )
+    try:
+        found = await js.consumer_info(settings.stream, settings.durable)
+        _log_differences(log, "consumer", settings.durable, wanted_consumer, found.config, ("ack_policy", "ack_wait"))
+    except NotFoundError:
+        await js.add_consumer(settings.stream, wanted_consumer)
+        log.info("Created consumer", stream=settings.stream, durable=settings.durable)
+
+
+def _log_differences(
+    log: FilteringBoundLogger, kind: str, name: str, wanted: object, found: object, fields: tuple[str, ...]
+) -> None:
+    for attribute in fields:
+        want, have = getattr(wanted, attribute), getattr(found, attribute)
+        if want != have:
+            log.warning(f"Existing {kind} differs from settings", name=name, field=attribute, want=want, have=have)
+
+
+def _without_userinfo(url: str) -> str:
+    scheme, sep, rest = url.rpartition("://")
+    return f"{scheme}{sep}{rest.rpartition('@')[2]}"
+
+
+def _redacted_url(client: Client) -> str:
+    url = client.connected_url
+    return "" if url is None else _without_userinfo(url.geturl())

@@ -1,0 +1,199 @@
+"""The pull loop: fetch only as many messages as there are free slots, run the handler for
+each, keep the ack deadline alive while it runs, and settle by its outcome.
+
+Every task this module starts is owned by :class:`Consumer` and is awaited or cancelled
+before :meth:`Consumer.run` returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+import nats.errors
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from .contract import Ack, Context, Event, Function, Outcome, Retry, Terminate
+from .metrics import RuntimeMetrics
+from .settings import Settings
+from .settle import Action, apply, plan
+
+#: Redelivery delay after a handler raised, doubled per delivery up to the cap.
+ERROR_RETRY_INITIAL_S = 1.0
+ERROR_RETRY_MAX_S = 60.0
+#: How many in-progress acks fit into one ack deadline; more than one absorbs a late tick.
+HEARTBEATS_PER_ACK_WAIT = 3
+#: Pause after a failed fetch (connection lost, consumer missing) before pulling again.
+FETCH_ERROR_PAUSE_S = 1.0
+
+
+@dataclass(slots=True)
+class InFlight:
+    """A message whose handler is running."""
+
+    msg: Msg
+    started: float = field(default_factory=time.monotonic)
+    settling: bool = False
+
+
+def error_delay(attempt: int) -> float:
+    """Delay before redelivering a message whose handler raised on delivery ``attempt``."""
+    return min(ERROR_RETRY_MAX_S, ERROR_RETRY_INITIAL_S * 2 ** min(attempt - 1, 32))
+
+
+class Consumer:
+    """Consume one durable pull subscription until ``stopping`` is set, then drain."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        function: Function,
+        context: Context,
+        subscription: JetStreamContext.PullSubscription,
+        metrics: RuntimeMetrics,
+        stopping: asyncio.Event,
+    ) -> None:
+        self._settings = settings
+        self._function = function
+        self._context = context
+        self._log = context.log
+        self._subscription = subscription
+        self._metrics = metrics
+        self._stopping = stopping
+        self._inflight: dict[asyncio.Task[None], InFlight] = {}
+        self._queue = settings.queue_name
+
+    async def run(self) -> None:
+        """Consume until stopped; then let running calls finish within ``shutdown_timeout``."""
+        stop_waiter = asyncio.create_task(self._stopping.wait())
+        heartbeat = asyncio.create_task(self._heartbeat())
+        try:
+            await self._consume(stop_waiter)
+        finally:
+            await self._drain()
+            for task in (heartbeat, stop_waiter):
+                task.cancel()
+            await asyncio.gather(heartbeat, stop_waiter, return_exceptions=True)
+
+    async def _consume(self, stop_waiter: asyncio.Task[bool]) -> None:
+        while not self._stopping.is_set():
+            free = self._settings.max_inflight - len(self._inflight)
+            if free <= 0:
+                await asyncio.wait({*self._inflight, stop_waiter}, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            messages = await self._fetch(free)
+            if self._stopping.is_set():
+                await self._return_unstarted(messages)
+                return
+            for msg in messages:
+                self._start(msg)
+
+    async def _fetch(self, batch: int) -> list[Msg]:
+        try:
+            return await self._subscription.fetch(batch=batch, timeout=self._settings.fetch_wait_s)
+        except (nats.errors.TimeoutError, asyncio.TimeoutError):
+            # An idle pull ends in a timeout; nats-py raises either class.
+            return []
+        except nats.errors.Error as exc:
+            self._log.warning("Fetch failed", error=str(exc) or type(exc).__name__)
+            try:
+                await asyncio.wait_for(self._stopping.wait(), FETCH_ERROR_PAUSE_S)
+            except asyncio.TimeoutError:
+                pass
+            return []
+
+    def _start(self, msg: Msg) -> None:
+        flight = InFlight(msg)
+        task = asyncio.create_task(self._process(flight))
+        self._inflight[task] = flight
+        task.add_done_callback(self._inflight.pop)
+
+    async def _process(self, flight: InFlight) -> None:
+        msg = flight.msg
+        metadata = msg.metadata
+        event = Event(
+            data=msg.data,
+            headers=msg.headers or {},
+            subject=msg.subject,
+            stream_seq=metadata.sequence.stream,
+            attempt=metadata.num_delivered,
+            published_at=metadata.timestamp,
+        )
+        context = self._context.bind(delivery=event.attempt, streamSeq=event.stream_seq)
+        started = time.monotonic()
+        self._metrics.inflight.labels(self._queue).inc()
+        try:
+            outcome = await self._call(event, context)
+        except asyncio.CancelledError:
+            # Shutdown cut the call short: hand the message back for another worker at once.
+            await asyncio.shield(self._settle(flight, Action("nak", reason="shutdown"), context))
+            raise
+        finally:
+            self._metrics.inflight.labels(self._queue).dec()
+        await asyncio.shield(self._settle(flight, plan(outcome), context))
+        self._metrics.handler_duration.labels(self._queue).observe(time.monotonic() - started)
+
+    async def _call(self, event: Event, context: Context) -> Outcome | None:
+        try:
+            result = await self._function.handle(event, context)
+        except Exception:
+            context.log.exception("Handler failed")
+            self._metrics.handler_errors.labels(self._queue).inc()
+            return Retry(error_delay(event.attempt), reason="handler exception")
+        if result is not None and not isinstance(result, Ack | Retry | Terminate):
+            context.log.error("Handler returned something that is not an outcome", type=type(result).__name__)
+            self._metrics.handler_errors.labels(self._queue).inc()
+            return Retry(error_delay(event.attempt), reason="handler result")
+        return result
+
+    async def _settle(self, flight: InFlight, action: Action, context: Context) -> None:
+        flight.settling = True
+        try:
+            await apply(flight.msg, action)
+        except nats.errors.Error as exc:
+            # The server redelivers after ack_wait, so nothing is lost, only delayed.
+            context.log.warning("Settle failed", action=action.verb, error=str(exc) or type(exc).__name__)
+            return
+        self._metrics.settled.labels(self._queue, action.verb).inc()
+        if action.verb != "nak":
+            self._metrics.processed.labels(self._queue).inc()
+        if action.verb == "nak" and action.reason != "shutdown":
+            context.log.info("Redeliver later", reason=action.reason, delay=round(action.delay_s, 3))
+        elif action.verb == "term":
+            context.log.warning("Terminated", reason=action.reason)
+
+    async def _heartbeat(self) -> None:
+        interval = self._settings.ack_wait_s / HEARTBEATS_PER_ACK_WAIT
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for flight in list(self._inflight.values()):
+                if flight.settling or now - flight.started < interval:
+                    continue
+                try:
+                    await flight.msg.in_progress()
+                except nats.errors.Error:
+                    pass  # A lost connection also loses the lease; redelivery covers it.
+
+    async def _return_unstarted(self, messages: list[Msg]) -> None:
+        for msg in messages:
+            try:
+                await msg.nak()
+            except nats.errors.Error:
+                pass  # ack_wait brings it back all the same.
+        if messages:
+            self._log.info("Returned unstarted messages", count=len(messages))
+
+    async def _drain(self) -> None:
+        if not self._inflight:
+            return
+        timeout = self._settings.shutdown_timeout_s
+        self._log.info("Waiting for in-flight calls", count=len(self._inflight), timeout=timeout)
+        done, pending = await asyncio.wait(set(self._inflight), timeout=timeout)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        self._log.info("In-flight calls drained", finished=len(done), returned=len(pending))

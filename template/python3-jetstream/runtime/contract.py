@@ -1,0 +1,101 @@
+"""What a function sees, and what it returns.
+
+A function module defines ``async def handle(event, context)`` and, optionally,
+``async def on_startup(context)`` and ``async def on_shutdown(context)``. ``handle`` returns
+an :data:`Outcome` (or ``None``, which means :class:`Ack`); the runtime turns it into the
+matching JetStream acknowledgement. Raising is allowed: the runtime logs the traceback and
+redelivers the message after a delay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol, TypeAlias
+
+from prometheus_client import CollectorRegistry
+from structlog.typing import FilteringBoundLogger
+
+from .settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One JetStream message, as delivered to ``handle``."""
+
+    #: The message payload, untouched.
+    data: bytes
+    #: NATS message headers (the first value of each).
+    headers: Mapping[str, str]
+    subject: str
+    #: The message's sequence number in its stream.
+    stream_seq: int
+    #: 1 on first delivery; the server's delivery count, so it survives worker restarts.
+    attempt: int
+    #: When the message was stored in the stream.
+    published_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """Done: remove the message from the work queue."""
+
+    reason: str = "ok"
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """Deliver the message again after ``delay_s`` seconds; nothing waits in memory meanwhile."""
+
+    delay_s: float
+    reason: str = "retry"
+
+
+@dataclass(frozen=True, slots=True)
+class Terminate:
+    """Never deliver the message again (it is removed from a work queue stream)."""
+
+    reason: str = "terminated"
+
+
+Outcome: TypeAlias = Ack | Retry | Terminate
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What the runtime shares with a function: settings, a logger, metrics and state.
+
+    ``state`` is the function's own: ``on_startup`` puts long-lived resources there (an HTTP
+    client, say) and ``handle`` and ``on_shutdown`` take them out again.
+    """
+
+    settings: Settings
+    #: Bound with the message's ``delivery`` and ``streamSeq`` inside ``handle``.
+    log: FilteringBoundLogger
+    #: Register the function's own metrics here; they are served on ``metrics_port``.
+    registry: CollectorRegistry
+    state: dict[str, Any] = field(default_factory=dict)
+    environ: Mapping[str, str] = field(default_factory=dict)
+
+    def bind(self, **fields: Any) -> Context:
+        """Return a copy whose logger carries ``fields`` as well."""
+        return Context(self.settings, self.log.bind(**fields), self.registry, self.state, self.environ)
+
+
+class Handle(Protocol):
+    """The function's required entry point."""
+
+    def __call__(self, event: Event, context: Context) -> Awaitable[Outcome | None]: ...
+
+
+Hook: TypeAlias = Callable[[Context], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Function:
+    """A loaded function module: its ``handle`` and optional lifecycle hooks."""
+
+    handle: Handle
+    on_startup: Hook | None = None
+    on_shutdown: Hook | None = None

@@ -1,0 +1,28 @@
+"""Errors raised by the runtime.
+
+::
+
+    ConnectorError
+     ├── ConfigError       a setting is missing or invalid; the message names the variable
+     └── HandlerLoadError  the function package cannot be imported or has no ``handle``
+"""
+
+from __future__ import annotations
+
+
+class ConnectorError(Exception):
+    """Base class of every error the runtime raises on purpose."""
+
+
+class ConfigError(ConnectorError):
+    """A setting is invalid; ``str(error)`` is one line that names the variable."""
+
+    def __init__(self, variable: str, value: str, problem: str) -> None:
+        self.variable = variable
+        self.value = value
+        self.problem = problem
+        super().__init__(f"invalid setting {variable}={value!r}: {problem}")
+
+
+class HandlerLoadError(ConnectorError):
+    """The function package cannot be loaded."""

@@ -1,0 +1,74 @@
+"""HTTP endpoints: ``/_/health`` and ``/_/ready`` on ``port``; ``/metrics`` on ``metrics_port``.
+
+Health answers 200 while the process serves; readiness answers 200 only while the client is
+connected to NATS with the consumer bound, so Kubernetes routes nothing to a worker that
+cannot consume and the OpenFaaS probes (``GET /_/health``) see a live process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from .connection import ConnectionState
+
+
+@dataclass(slots=True)
+class Probes:
+    """The running probe and metrics servers."""
+
+    runners: tuple[web.AppRunner, ...]
+
+    async def close(self) -> None:
+        """Stop both servers."""
+        for runner in self.runners:
+            await runner.cleanup()
+
+
+def probe_app(state: ConnectionState, is_stopping: Callable[[], bool]) -> web.Application:
+    """Build the application served on ``port``."""
+
+    async def health(_: web.Request) -> web.Response:
+        return web.Response(text="OK")
+
+    async def ready(_: web.Request) -> web.Response:
+        if state.connected and state.bound and not is_stopping():
+            return web.Response(text="OK")
+        reason = "stopping" if is_stopping() else "not connected" if not state.connected else "consumer not bound"
+        return web.Response(status=503, text=reason)
+
+    app = web.Application()
+    app.router.add_get("/_/health", health)
+    app.router.add_get("/_/ready", ready)
+    return app
+
+
+def metrics_app(registry: CollectorRegistry) -> web.Application:
+    """Build the application served on ``metrics_port``."""
+
+    async def metrics(_: web.Request) -> web.Response:
+        response = web.Response(body=generate_latest(registry))
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+async def start(host: str, apps: tuple[tuple[web.Application, int], ...]) -> Probes:
+    """Serve each application on its port."""
+    runners: list[web.AppRunner] = []
+    try:
+        for app, port in apps:
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            runners.append(runner)
+            await web.TCPSite(runner, host, port).start()
+    except BaseException:
+        await Probes(tuple(runners)).close()
+        raise
+    return Probes(tuple(runners))

@@ -1,0 +1,85 @@
+"""The runtime's settings, read once from the environment into a frozen value."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from .env import Env
+from .errors import ConfigError
+
+#: Log encodings: ``console`` for people at a terminal, ``json`` for Loki or ELK.
+LOG_ENCODINGS = ("console", "json")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the connector needs; durations are float seconds."""
+
+    nats_servers: tuple[str, ...]
+    queue_name: str
+    stream: str
+    durable: str
+    stream_replicas: int
+    max_inflight: int
+    ack_wait_s: float
+    fetch_wait_s: float
+    shutdown_timeout_s: float
+    port: int
+    metrics_port: int
+    metrics_namespace: str
+    log_encoding: str
+    debug: bool
+    client_name: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        """Read and validate every runtime setting.
+
+        Raises:
+            ConfigError: a variable is invalid; the message names it.
+        """
+        env = Env(environ)
+        queue_name = _subject_token(env, "queue_name", "faas-request")
+        ack_wait_s = env.duration("ack_wait", 60.0, minimum=1.0)
+        return cls(
+            nats_servers=_nats_servers(env),
+            queue_name=queue_name,
+            stream=_subject_token(env, "nats_stream", queue_name),
+            durable=_subject_token(env, "nats_durable", "faas-workers"),
+            stream_replicas=env.integer("nats_stream_replicas", 1, minimum=1, maximum=5),
+            max_inflight=env.integer("max_inflight", 50, minimum=1, maximum=100_000),
+            ack_wait_s=ack_wait_s,
+            fetch_wait_s=env.duration("fetch_wait", 1.0, minimum=0.01),
+            shutdown_timeout_s=env.duration("shutdown_timeout", 25.0),
+            port=env.integer("port", 8080, minimum=0, maximum=65535),
+            metrics_port=env.integer("metrics_port", 8081, minimum=0, maximum=65535),
+            metrics_namespace=env.string("metrics_namespace", "jetstream"),
+            log_encoding=env.choice("log_encoding", "console", LOG_ENCODINGS),
+            debug=env.boolean("debug", False),
+            client_name=env.string("nats_client_name", socket.gethostname()),
+        )
+
+
+def _subject_token(env: Env, name: str, default: str) -> str:
+    value = env.string(name, default)
+    if any(c in value for c in " \t.*>") or not value:
+        raise ConfigError(name, value, "expected a name without spaces, dots, '*' or '>'")
+    return value
+
+
+def _nats_servers(env: Env) -> tuple[str, ...]:
+    """``nats_url`` (a comma-separated list) wins over ``nats_host`` and ``nats_port``."""
+    listed = env.raw("nats_url")
+    if listed is not None:
+        servers = tuple(part.strip() for part in listed.split(",") if part.strip())
+        for server in servers:
+            parts = urlsplit(server if "://" in server else f"nats://{server}")
+            if parts.scheme not in ("nats", "tls", "ws", "wss") or not parts.hostname:
+                raise ConfigError("nats_url", listed, "expected nats://host:port, comma-separated")
+        return servers
+    host = env.string("nats_host", "nats")
+    port = env.integer("nats_port", 4222, minimum=1, maximum=65535)
+    return (f"nats://{host}:{port}",)
