@@ -67,6 +67,12 @@ class WorkerProcess:
                 await asyncio.sleep(0.05)
         raise RuntimeError(f"worker not ready:\n{self.log_text()}")
 
+    async def get(self, path: str, *, metrics: bool = False) -> httpx.Response:
+        """GET a path on the worker's ``port`` (or ``metrics_port``)."""
+        port = self.metrics_port if metrics else self.port
+        async with httpx.AsyncClient() as client:
+            return await client.get(f"http://127.0.0.1:{port}{path}")
+
     def log_text(self) -> str:
         """Everything the process wrote."""
         return self.log_path.read_text(errors="replace")

@@ -34,6 +34,8 @@ T = TypeVar("T")
 
 #: Exit status for a bad setting or an unloadable function (sysexits' EX_CONFIG).
 EXIT_CONFIG = 78
+#: How long the last acknowledgements may take to reach the server at shutdown.
+FLUSH_TIMEOUT_S = 5.0
 #: Pause between attempts to create or bind the stream and consumer.
 TOPOLOGY_RETRY_S = 2.0
 
@@ -108,6 +110,7 @@ async def serve(settings: Settings, function: Function, log: FilteringBoundLogge
         return EXIT_CONFIG
     finally:
         state.bound = False
+        state.closing = True
         await _shut_down(function, context, client, log)
         await served.close()
         log.info("Stopped")
@@ -147,11 +150,12 @@ async def _shut_down(function: Function, context: Context, client: Client | None
             log.exception("on_shutdown failed")
     if client is not None and not client.is_closed:
         try:
-            # drain() flushes pending acknowledgements before closing.
-            await client.drain()
+            # A PING round trip after the last ack proves every ack reached the server. (nc.drain()
+            # would also do it, but it waits forever on a pull subscription's status messages.)
+            await client.flush(timeout=FLUSH_TIMEOUT_S)
         except (nats.errors.Error, asyncio.TimeoutError) as exc:
-            log.warning("Drain failed", error=str(exc) or type(exc).__name__)
-            await client.close()
+            log.warning("Flush failed", error=str(exc) or type(exc).__name__)
+        await client.close()
 
 
 def _on_signal(stopping: asyncio.Event, log: FilteringBoundLogger, signum: int) -> None:

@@ -24,6 +24,8 @@ class ConnectionState:
 
     connected: bool = False
     bound: bool = False
+    #: Set before this worker closes the connection itself, so that is not logged as a fault.
+    closing: bool = False
 
 
 async def connect(
@@ -36,7 +38,8 @@ async def connect(
 
     async def disconnected() -> None:
         state.connected = False
-        log.warning("Disconnected from NATS")
+        if not state.closing:
+            log.warning("Disconnected from NATS")
 
     async def reconnected() -> None:
         state.connected = True

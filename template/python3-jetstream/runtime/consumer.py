@@ -77,6 +77,10 @@ class Consumer:
             for task in (heartbeat, stop_waiter):
                 task.cancel()
             await asyncio.gather(heartbeat, stop_waiter, return_exceptions=True)
+            try:
+                await self._subscription.unsubscribe()
+            except nats.errors.Error:
+                pass  # The connection is going away anyway.
 
     async def _consume(self, stop_waiter: asyncio.Task[bool]) -> None:
         while not self._stopping.is_set():

@@ -1,0 +1,23 @@
+"""A test function for the generic runtime: its payload says what to do."""
+
+from __future__ import annotations
+
+import asyncio
+
+from runtime import Ack, Context, Event, Outcome, Terminate
+
+
+async def handle(event: Event, context: Context) -> Outcome | None:
+    text = event.data.decode()
+    context.log.info("Received", data=text, attempt=event.attempt)
+    if text == "boom" and event.attempt == 1:
+        raise RuntimeError("boom on first delivery")
+    if text == "wrong type":
+        return "not an outcome"  # type: ignore[return-value]
+    if text.startswith("sleep:"):
+        await asyncio.sleep(float(text.removeprefix("sleep:")))
+    if text == "term":
+        return Terminate(reason="asked to")
+    if text == "none":
+        return None
+    return Ack()

@@ -1,0 +1,195 @@
+"""The queue-worker end to end: invocations, callbacks, retries, bad input, probes and metrics."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from aiohttp import web
+from nats.aio.client import Client
+
+from harness.natsd import NatsServer
+from harness.publish import QueueRequest, publish_request
+from harness.servers import RecordingServer, wait_until
+from tests.e2e.conftest import Queue, WorkerFactory, create_stream, wait_for_empty
+
+pytestmark = pytest.mark.e2e
+
+
+def _request(function: str, body: bytes, call_id: str, callback: str | None = None) -> QueueRequest:
+    header = {"X-Call-Id": (call_id,), "Content-Type": ("text/plain",)}
+    if callback is not None:
+        header["X-Callback-Url"] = (callback,)
+    return QueueRequest(function=function, body=body, header=header)
+
+
+async def test_n_requests_make_n_invocations_and_n_callbacks(
+    nc: Client, queue: Queue, gateway: RecordingServer, receiver: RecordingServer, start_worker: WorkerFactory
+) -> None:
+    count = 40
+    worker = start_worker(max_inflight="8")
+    await worker.wait_ready()
+
+    for i in range(count):
+        await publish_request(nc, queue.subject, _request("echo", f"body-{i}".encode(), f"call-{i}", receiver.url + f"/cb/{i}"))
+
+    await receiver.wait_for(count)
+    await wait_for_empty(nc, queue)
+    assert len(gateway.calls) == count
+    by_path = {call.path_qs: call for call in receiver.calls}
+    for i in range(count):
+        callback = by_path[f"/cb/{i}"]
+        assert callback.body == f"body-{i}".encode()
+        assert callback.header("X-Call-Id") == f"call-{i}"
+        assert callback.header("X-Function-Status") == "200"
+        assert callback.header("X-Function-Name") == "echo"
+        assert callback.header("X-Retry") == "0"
+        assert callback.header("X-Retry-Max") == "99"
+        assert (callback.header("User-Agent") or "").startswith("queue-worker/")
+        assert float(callback.header("X-Duration-Seconds") or "x") >= 0
+        assert callback.header("X-Echo") == "yes"  # the function's own response header
+    # Every invocation went through the gateway's /function/ route with the stored headers.
+    assert all(c.path_qs == "/function/echo/" and c.header("Content-Type") == "text/plain" for c in gateway.calls)
+
+    metrics = (await worker.get("/metrics", metrics=True)).text
+    assert f'queue_worker_messages_processed_total{{queue_name="{queue.subject}"}} {count}.0' in metrics
+    assert f'queue_worker_function_invocations_total{{code="200",function_name="echo.openfaas-fn"}} {count}.0' in metrics
+    assert f'queue_worker_callbacks_total{{result="ok"}} {count}.0' in metrics
+
+
+async def test_503_three_times_then_200_makes_four_calls_spaced_by_the_back_off(
+    nc: Client, queue: Queue, gateway: RecordingServer, receiver: RecordingServer, start_worker: WorkerFactory
+) -> None:
+    answers = iter([503, 503, 503, 200])
+
+    async def flaky(request: web.Request, body: bytes) -> web.Response:
+        return web.Response(status=next(answers), body=b"done")
+
+    gateway.behaviours["flaky"] = flaky
+    worker = start_worker(initial_retry_wait="100ms", max_retry_wait="1s")
+    await worker.wait_ready()
+
+    await publish_request(nc, queue.subject, _request("flaky", b"x", "retry-1", receiver.url + "/cb"))
+
+    [callback] = await receiver.wait_for(1)
+    calls = gateway.calls_to("flaky")
+    assert len(calls) == 4
+    gaps = [later.at - earlier.at for earlier, later in zip(calls, calls[1:], strict=False)]
+    # Waits of 100, 200 and 400 ms: the server redelivers no earlier than each nak asked.
+    assert gaps[0] >= 0.1 and gaps[1] >= 0.2 and gaps[2] >= 0.4, gaps
+    assert callback.header("X-Retry") == "3"
+    assert callback.header("X-Function-Status") == "200"
+    await wait_for_empty(nc, queue)
+    assert [e["status"] for e in worker.events("Invoked")] == [503, 503, 503, 200]
+    assert [e["delivery"] for e in worker.events("Invoked")] == [1, 2, 3, 4]
+
+
+async def test_a_status_not_in_the_list_is_called_once_and_reported(
+    nc: Client, queue: Queue, gateway: RecordingServer, receiver: RecordingServer, start_worker: WorkerFactory
+) -> None:
+    async def missing(request: web.Request, body: bytes) -> web.Response:
+        return web.Response(status=404, text="no such thing")
+
+    gateway.behaviours["missing"] = missing
+    worker = start_worker()
+    await worker.wait_ready()
+
+    await publish_request(nc, queue.subject, _request("missing", b"x", "nf-1", receiver.url + "/cb"))
+
+    [callback] = await receiver.wait_for(1)
+    await wait_for_empty(nc, queue)
+    assert len(gateway.calls_to("missing")) == 1
+    assert callback.header("X-Function-Status") == "404"
+    assert callback.body == b"no such thing"
+    assert callback.header("X-Retry") == "0"
+
+
+async def test_attempts_run_out_and_the_last_failure_is_posted(
+    nc: Client, queue: Queue, gateway: RecordingServer, receiver: RecordingServer, start_worker: WorkerFactory
+) -> None:
+    async def down(request: web.Request, body: bytes) -> web.Response:
+        return web.Response(status=500, text="broken")
+
+    gateway.behaviours["down"] = down
+    worker = start_worker(max_retry_attempts="3")
+    await worker.wait_ready()
+
+    await publish_request(nc, queue.subject, _request("down", b"x", "ex-1", receiver.url + "/cb"))
+
+    [callback] = await receiver.wait_for(1)
+    await wait_for_empty(nc, queue)
+    assert len(gateway.calls_to("down")) == 3
+    assert (callback.header("X-Retry"), callback.header("X-Retry-Max")) == ("2", "2")
+    assert callback.header("X-Function-Status") == "500"
+    assert worker.events("Retries exhausted")
+
+
+async def test_malformed_messages_and_a_dead_callback_do_not_hold_up_the_rest(
+    nc: Client, queue: Queue, gateway: RecordingServer, receiver: RecordingServer, start_worker: WorkerFactory
+) -> None:
+    await create_stream(nc, queue)
+    js = nc.jetstream()
+    good = [_request("echo", f"good-{i}".encode(), f"good-{i}", receiver.url + f"/cb/{i}") for i in range(5)]
+    poison = [b"not json", b"[1,2]", b'{"Function":""}', b'{"Function":"f","Body":"@@@"}', b""]
+    dead_callback = _request("echo", b"lost", "dead-cb", "http://127.0.0.1:1/unreachable")
+    for request, bad in zip(good, poison, strict=True):
+        await publish_request(nc, queue.subject, request)
+        await js.publish(queue.subject, bad)
+    await publish_request(nc, queue.subject, dead_callback)
+
+    worker = start_worker()
+    await worker.wait_ready()
+
+    await receiver.wait_for(len(good))
+    await wait_for_empty(nc, queue)
+    assert sorted(c.path_qs for c in receiver.calls) == [f"/cb/{i}" for i in range(5)]
+    assert len(gateway.calls) == len(good) + 1
+    rejected = worker.events("Cannot decode message")
+    assert sorted(e["reason"] for e in rejected) == ["base64", "function", "json", "json", "type"]
+    await wait_until(lambda: bool(worker.events("Callback failed")), 5, "callback failure logged")
+    assert worker.events("Callback failed")[0]["callId"] == "dead-cb"
+    assert (await worker.get("/_/ready")).status_code == 200
+    assert (await worker.get("/_/health")).status_code == 200
+
+
+async def test_logs_hold_no_body_or_authorization_unless_debug(
+    nc: Client, queue: Queue, receiver: RecordingServer, start_worker: WorkerFactory
+) -> None:
+    worker = start_worker()
+    await worker.wait_ready()
+    request = QueueRequest(
+        function="echo",
+        body=b"secret-payload",
+        header={"Authorization": ("Bearer hunter2",), "X-Call-Id": ("log-1",)},
+    )
+    await publish_request(nc, queue.subject, request)
+    await wait_for_empty(nc, queue)
+
+    text = worker.log_text()
+    assert "hunter2" not in text and "secret-payload" not in text
+    invoke = worker.events("Invoke")[0]
+    assert (invoke["callId"], invoke["function"], invoke["delivery"], invoke["bytes"]) == ("log-1", "echo", 1, 14)
+    assert all(isinstance(json.loads(line), dict) for line in text.splitlines() if line.strip())
+
+
+async def test_readiness_follows_the_connection_and_the_worker_reconnects(
+    queue: Queue, start_worker: WorkerFactory
+) -> None:
+    # A server of its own: this test restarts it.
+    natsd = NatsServer().start()
+    try:
+        worker = start_worker(nats_url=natsd.url)
+        await worker.wait_ready()
+
+        natsd.stop()
+        await wait_until(lambda: bool(worker.events("Disconnected from NATS")), 10, "disconnect logged")
+        assert (await worker.get("/_/ready")).status_code == 503
+        assert (await worker.get("/_/health")).status_code == 200
+
+        natsd.start()
+        await wait_until(lambda: bool(worker.events("Reconnected to NATS")), 15, "reconnect logged")
+        await worker.wait_ready()
+        metrics = (await worker.get("/metrics", metrics=True)).text
+        assert "queue_worker_nats_reconnect_total 1.0" in metrics
+    finally:
+        natsd.close()

@@ -1,0 +1,90 @@
+"""The generic runtime with a test function: settlement, failures, ack deadlines, shutdown."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from nats.aio.client import Client
+
+from harness.servers import wait_until
+from harness.worker import TEMPLATE
+from tests.e2e.conftest import Queue, WorkerFactory, create_stream, stream_messages, wait_for_empty
+
+pytestmark = pytest.mark.e2e
+PROBE = Path(__file__).parent / "handlers" / "probe"
+
+
+def _received(worker: object, data: str) -> list[dict[str, object]]:
+    return [e for e in worker.events("Received") if e.get("data") == data]  # type: ignore[attr-defined]
+
+
+async def test_a_handler_exception_never_stops_the_others_and_the_message_comes_back(
+    nc: Client, queue: Queue, start_worker: WorkerFactory
+) -> None:
+    await create_stream(nc, queue)
+    for data in [b"a", b"boom", b"wrong type", b"b", b"term", b"none", b"c"]:
+        await nc.jetstream().publish(queue.subject, data)
+
+    worker = start_worker(PROBE)
+    await worker.wait_ready()
+
+    # The good ones complete at once; "boom" fails once, then succeeds on its second delivery.
+    await wait_until(lambda: all(_received(worker, d) for d in ["a", "b", "c", "term", "none"]), 10, "good messages")
+    await wait_until(lambda: any(e["attempt"] == 2 for e in _received(worker, "boom")), 10, "boom redelivered")
+    failures = worker.events("Handler failed")
+    assert [f["delivery"] for f in failures] == [1]
+    assert "RuntimeError: boom on first delivery" in failures[0]["exception"]
+    assert worker.events("Handler returned something that is not an outcome")
+    assert worker.events("Terminated")[0]["reason"] == "asked to"
+    # "wrong type" keeps coming back (it is a bug in the handler), everything else is settled.
+    await wait_until(lambda: len(_received(worker, "wrong type")) >= 2, 10, "wrong type redelivered")
+    assert (await worker.get("/_/ready")).status_code == 200
+
+
+async def test_a_call_three_times_longer_than_ack_wait_runs_once(
+    nc: Client, queue: Queue, start_worker: WorkerFactory
+) -> None:
+    worker = start_worker(PROBE, ack_wait="1s")
+    await worker.wait_ready()
+
+    await nc.jetstream().publish(queue.subject, b"sleep:3")
+    await nc.jetstream().publish(queue.subject, b"after")
+
+    await wait_until(lambda: bool(_received(worker, "after")), 10, "second message")
+    await wait_for_empty(nc, queue, timeout_s=10)
+    assert len(_received(worker, "sleep:3")) == 1
+
+
+async def test_sigterm_lets_the_running_call_finish_and_exits_zero(
+    nc: Client, queue: Queue, start_worker: WorkerFactory
+) -> None:
+    worker = start_worker(PROBE, max_inflight="1")
+    await worker.wait_ready()
+    await nc.jetstream().publish(queue.subject, b"sleep:1")
+    await nc.jetstream().publish(queue.subject, b"waiting")
+    await wait_until(lambda: bool(_received(worker, "sleep:1")), 10, "slow call started")
+
+    assert worker.terminate(timeout_s=15) == 0
+
+    assert not _received(worker, "waiting")
+    drained = worker.events("In-flight calls drained")
+    assert drained and drained[0]["finished"] == 1 and drained[0]["returned"] == 0
+    # The finished call was acked; the unstarted one is still there for the next worker.
+    assert await stream_messages(nc, queue) == 1
+
+
+def test_a_bad_setting_stops_start_up_with_one_line_naming_it() -> None:
+    result = subprocess.run(
+        [sys.executable, str(TEMPLATE / "index.py")],
+        env={"max_inflight": "-1", "handler_dir": str(PROBE)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+    assert result.returncode == 78
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "max_inflight" in lines[0] and "whole number" in lines[0]
