@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from nats.aio.client import Client
 
-from runtime.loader import PACKAGE, import_package
 from harness.worker import HANDLER
+from runtime.loader import PACKAGE, import_package
 
 import_package(HANDLER, PACKAGE)
+from function.gourl import GoURL, parse  # noqa: E402
 from function.queue_request import QueueRequest, encode  # noqa: E402
 
-__all__ = ["QueueRequest", "encode", "publish_request"]
+__all__ = ["GoURL", "QueueRequest", "encode", "parse", "publish_request"]
 
 
 async def publish_request(nc: Client, subject: str, request: QueueRequest) -> int:

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import httpx
 
-from .transport import forwardable
 from .invoke import Result
+from .transport import forwardable
 
 #: Headers this worker sets on every callback, replacing any the function returned.
 OWN_HEADERS = (

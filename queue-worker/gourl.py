@@ -31,12 +31,8 @@ def _should_escape(c: int, mode: str) -> bool:
             return c == ord("?")
         if mode == "user":
             return c in b"@/?:"
-        if mode == "fragment":
-            return False
-        return True
-    if mode == "fragment" and c in b"!()*":
-        return False
-    return True
+        return mode != "fragment"
+    return not (mode == "fragment" and c in b"!()*")
 
 
 def _escape(text: str, mode: str) -> str:
@@ -115,25 +111,26 @@ class GoURL:
                 pass
         return _escape(self.fragment, "fragment")
 
+    def _authority(self) -> str:
+        """``//``, userinfo and host, by the rules of Go's ``URL.String()``."""
+        if not (self.scheme or self.host or self.has_user):
+            return ""
+        if self.omit_host and not self.host and not self.has_user:
+            return ""
+        slashes = "//" if self.host or self.path or self.has_user else ""
+        return slashes + ("@" if self.has_user else "") + _escape(self.host, "host")
+
     def string(self) -> str:
         """Go's ``URL.String()``."""
-        out = ""
-        if self.scheme:
-            out += self.scheme + ":"
+        out = self.scheme + ":" if self.scheme else ""
         if self.opaque:
             out += self.opaque
         else:
-            if self.scheme or self.host or self.has_user:
-                if not (self.omit_host and not self.host and not self.has_user):
-                    if self.host or self.path or self.has_user:
-                        out += "//"
-                    if self.has_user:
-                        out += "@"
-                    if self.host:
-                        out += _escape(self.host, "host")
+            out += self._authority()
             path = self.escaped_path()
             if path and path[0] != "/" and self.host:
                 out += "/"
+            # A first segment with a colon would read as a scheme (RFC 3986 section 4.2).
             if not out and ":" in path.partition("/")[0]:
                 out += "./"
             out += path

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 import structlog
@@ -28,7 +28,7 @@ def test_an_undecodable_message_is_terminated_without_a_call() -> None:
         context = _context({"gateway_url": "http://127.0.0.1:9"})
         await on_startup(context)
         try:
-            event = Event(b"not json", {}, "faas-request", 1, 1, datetime.now(timezone.utc))
+            event = Event(b"not json", {}, "faas-request", 1, 1, datetime.now(UTC))
             return await handle(event, context)
         finally:
             await on_shutdown(context)

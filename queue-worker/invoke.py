@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import httpx
 
-from .transport import forwardable
 from .queue_request import QueueRequest
+from .transport import forwardable
 
 #: Status recorded when the gateway cannot be reached at all.
 TRANSPORT_FAILURE_STATUS = 503
@@ -72,7 +72,9 @@ class Invoker:
                 finally:
                     await response.aclose()
         except TimeoutError:
-            return Result(TIMEOUT_STATUS, (), b"", time.perf_counter() - started, f"no answer within {self._timeout_s:g}s")
+            return Result(
+                TIMEOUT_STATUS, (), b"", time.perf_counter() - started, f"no answer within {self._timeout_s:g}s"
+            )
         except httpx.HTTPError as exc:
             detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             return Result(TRANSPORT_FAILURE_STATUS, (), b"", time.perf_counter() - started, detail)

@@ -8,9 +8,10 @@ copies into the message. An invalid annotation is reported and the default used.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
 from runtime import parse_duration
 
@@ -46,8 +47,9 @@ class RetryPolicy:
         Returns:
             The policy to use and one message per annotation that was invalid and ignored.
         """
-        policy, problems = self, []
-        readers = {
+        overrides: dict[str, Any] = {}
+        problems: list[str] = []
+        readers: dict[str, tuple[str, Callable[[str], Any]]] = {
             "attempts": ("attempts", _attempts),
             "codes": ("codes", _codes),
             "min_wait": ("min_wait_s", _wait),
@@ -58,10 +60,10 @@ class RetryPolicy:
             if raw is None:
                 continue
             try:
-                policy = replace(policy, **{attribute: read(raw)})
+                overrides[attribute] = read(raw)
             except ValueError:
                 problems.append(f"{ANNOTATION_PREFIX}{suffix}={raw!r} is invalid; using the default")
-        return policy, problems
+        return replace(self, **overrides), problems
 
 
 def _attempts(raw: str) -> int:

@@ -39,7 +39,9 @@ class WorkerSettings:
         try:
             codes = parse_codes(codes_raw)
         except ValueError:
-            raise ConfigError("retry_http_codes", codes_raw, "expected comma-separated HTTP statuses from 100 to 599") from None
+            raise ConfigError(
+                "retry_http_codes", codes_raw, "expected comma-separated HTTP statuses from 100 to 599"
+            ) from None
         return cls(
             gateway_url=_gateway_url(env),
             upstream_timeout_s=env.duration("upstream_timeout", 60.0, minimum=0.001),

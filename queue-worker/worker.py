@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -54,7 +54,7 @@ class QueueWorker:
             headers=result.header_map(),
             attempt=event.attempt,
             rng=self.rng,
-            now=datetime.now(timezone.utc),
+            now=datetime.now(UTC),
         )
         if isinstance(decision, RetryLater):
             self.metrics.retries.labels(self._function_name(request), str(result.status)).inc()
@@ -107,8 +107,10 @@ class QueueWorker:
         if self.settings.debug:
             return url
         parts = urlsplit(url)
-        return urlunsplit((parts.scheme, parts.hostname or "", parts.path, "", "")) if parts.port is None else urlunsplit(
-            (parts.scheme, f"{parts.hostname}:{parts.port}", parts.path, "", "")
+        return (
+            urlunsplit((parts.scheme, parts.hostname or "", parts.path, "", ""))
+            if parts.port is None
+            else urlunsplit((parts.scheme, f"{parts.hostname}:{parts.port}", parts.path, "", ""))
         )
 
     def _function_name(self, request: QueueRequest) -> str:

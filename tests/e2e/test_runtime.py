@@ -71,7 +71,9 @@ async def test_sigterm_lets_the_running_call_finish_and_exits_zero(
 
     assert not _received(worker, "waiting")
     drained = worker.events("In-flight calls drained")
-    assert drained and drained[0]["finished"] == 1 and drained[0]["returned"] == 0
+    assert drained
+    assert drained[0]["finished"] == 1
+    assert drained[0]["returned"] == 0
     # The finished call was acked; the unstarted one is still there for the next worker.
     assert await stream_messages(nc, queue) == 1
 
@@ -87,4 +89,6 @@ def test_a_bad_setting_stops_start_up_with_one_line_naming_it() -> None:
 
     assert result.returncode == 78
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "max_inflight" in lines[0] and "whole number" in lines[0]
+    assert len(lines) == 1
+    assert "max_inflight" in lines[0]
+    assert "whole number" in lines[0]

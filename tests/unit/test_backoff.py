@@ -1,15 +1,16 @@
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
-from function.backoff import BACKOFF_MODES, exponential_delay, jitter, parse_retry_after
 from hypothesis import given
 from hypothesis import strategies as st
 
-NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=timezone.utc)
+from function.backoff import BACKOFF_MODES, exponential_delay, jitter, parse_retry_after
+
+NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(("retry", "delay"), [(1, 10), (2, 20), (3, 40), (4, 80), (5, 120), (50, 120), (10_000, 120)])

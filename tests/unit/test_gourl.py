@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 import pytest
-from function.gourl import GoURL, URLError, parse
 from hypothesis import given
 from hypothesis import strategies as st
+
+from function.gourl import GoURL, URLError, parse
 
 
 @pytest.mark.parametrize(
@@ -51,7 +52,8 @@ def test_parse_then_string_gives_back_the_url(raw: str) -> None:
 def test_parse_keeps_only_that_there_was_userinfo() -> None:
     url = parse("http://user:secret@h/p")
 
-    assert url.has_user and url.host == "h"
+    assert url.has_user
+    assert url.host == "h"
     assert "secret" not in url.string()
 
 

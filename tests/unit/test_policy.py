@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import random
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
+
 from function.policy import Final, RetryLater, RetryPolicy, decide
 
 POLICY = RetryPolicy(attempts=4, codes=frozenset({429, 500, 502, 503, 504}), min_wait_s=1.0, max_wait_s=8.0)
-NOW = datetime(2026, 11, 28, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 28, tzinfo=UTC)
 
 
 def _decide(status: int, attempt: int, headers: dict[str, str] | None = None, policy: RetryPolicy = POLICY) -> object:
@@ -69,7 +70,8 @@ def test_an_invalid_annotation_falls_back_to_the_default(key: str, value: str) -
     policy, problems = POLICY.with_annotations({f"com.openfaas.retry.{key}": value})
 
     assert policy == POLICY
-    assert len(problems) == 1 and key in problems[0]
+    assert len(problems) == 1
+    assert key in problems[0]
 
 
 def test_retry_max_counts_retries_not_attempts() -> None:

@@ -4,11 +4,11 @@ import base64
 import json
 
 import pytest
-from function.gourl import GoURL
-from function.queue_request import DecodeError, QueueRequest, decode, encode
 from hypothesis import given
 from hypothesis import strategies as st
 
+from function.gourl import GoURL
+from function.queue_request import DecodeError, QueueRequest, decode, encode
 from tests.fixtures_io import Vector, load_vectors
 
 VECTORS = load_vectors()

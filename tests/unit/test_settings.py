@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 import pytest
-from function.settings import WorkerSettings
 
+from function.settings import WorkerSettings
 from runtime import ConfigError, Settings
 
 
@@ -47,7 +47,8 @@ def test_a_bad_runtime_setting_names_the_variable(variable: str, value: str) -> 
         Settings.from_env({variable: value})
 
     assert caught.value.variable == variable
-    assert variable in str(caught.value) and "\n" not in str(caught.value)
+    assert variable in str(caught.value)
+    assert "\n" not in str(caught.value)
 
 
 @pytest.mark.parametrize(

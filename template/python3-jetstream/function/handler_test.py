@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import structlog
 from prometheus_client import CollectorRegistry
@@ -14,7 +14,7 @@ from .handler import handle
 
 
 def _event(data: bytes) -> Event:
-    return Event(data, {}, "faas-request", 1, 1, datetime.now(timezone.utc))
+    return Event(data, {}, "faas-request", 1, 1, datetime.now(UTC))
 
 
 def _context() -> Context:
@@ -27,4 +27,5 @@ def test_a_message_with_data_is_acked() -> None:
 
 def test_an_empty_message_is_retried_later() -> None:
     outcome = asyncio.run(handle(_event(b""), _context()))
-    assert isinstance(outcome, Retry) and outcome.delay_s > 0
+    assert isinstance(outcome, Retry)
+    assert outcome.delay_s > 0

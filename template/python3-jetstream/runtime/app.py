@@ -35,7 +35,7 @@ T = TypeVar("T")
 #: Exit status for a bad setting or an unloadable function (sysexits' EX_CONFIG).
 EXIT_CONFIG = 78
 #: How long the last acknowledgements may take to reach the server at shutdown.
-FLUSH_TIMEOUT_S = 5.0
+FLUSH_TIMEOUT_S = 5
 #: Pause between attempts to create or bind the stream and consumer.
 TOPOLOGY_RETRY_S = 2.0
 
@@ -123,7 +123,7 @@ async def _bind(client: Client, settings: Settings, log: FilteringBoundLogger) -
         try:
             await ensure_topology(js, settings, log)
             return await js.pull_subscribe_bind(durable=settings.durable, stream=settings.stream)
-        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+        except (TimeoutError, nats.errors.Error) as exc:
             log.warning("JetStream not ready", error=str(exc) or type(exc).__name__, retryIn=TOPOLOGY_RETRY_S)
             await asyncio.sleep(TOPOLOGY_RETRY_S)
 
@@ -153,7 +153,7 @@ async def _shut_down(function: Function, context: Context, client: Client | None
             # A PING round trip after the last ack proves every ack reached the server. (nc.drain()
             # would also do it, but it waits forever on a pull subscription's status messages.)
             await client.flush(timeout=FLUSH_TIMEOUT_S)
-        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+        except (TimeoutError, nats.errors.Error) as exc:
             log.warning("Flush failed", error=str(exc) or type(exc).__name__)
         await client.close()
 

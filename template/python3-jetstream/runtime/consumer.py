@@ -8,6 +8,7 @@ before :meth:`Consumer.run` returns.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field
 
@@ -40,7 +41,7 @@ class InFlight:
 
 def error_delay(attempt: int) -> float:
     """Delay before redelivering a message whose handler raised on delivery ``attempt``."""
-    return min(ERROR_RETRY_MAX_S, ERROR_RETRY_INITIAL_S * 2 ** min(attempt - 1, 32))
+    return min(ERROR_RETRY_MAX_S, ERROR_RETRY_INITIAL_S * 2.0 ** min(attempt - 1, 32))
 
 
 class Consumer:
@@ -77,10 +78,8 @@ class Consumer:
             for task in (heartbeat, stop_waiter):
                 task.cancel()
             await asyncio.gather(heartbeat, stop_waiter, return_exceptions=True)
-            try:
+            with contextlib.suppress(nats.errors.Error):  # The connection is going away anyway.
                 await self._subscription.unsubscribe()
-            except nats.errors.Error:
-                pass  # The connection is going away anyway.
 
     async def _consume(self, stop_waiter: asyncio.Task[bool]) -> None:
         while not self._stopping.is_set():
@@ -98,15 +97,13 @@ class Consumer:
     async def _fetch(self, batch: int) -> list[Msg]:
         try:
             return await self._subscription.fetch(batch=batch, timeout=self._settings.fetch_wait_s)
-        except (nats.errors.TimeoutError, asyncio.TimeoutError):
+        except (TimeoutError, nats.errors.TimeoutError):
             # An idle pull ends in a timeout; nats-py raises either class.
             return []
         except nats.errors.Error as exc:
             self._log.warning("Fetch failed", error=str(exc) or type(exc).__name__)
-            try:
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), FETCH_ERROR_PAUSE_S)
-            except asyncio.TimeoutError:
-                pass
             return []
 
     def _start(self, msg: Msg) -> None:
@@ -142,7 +139,8 @@ class Consumer:
 
     async def _call(self, event: Event, context: Context) -> Outcome | None:
         try:
-            result = await self._function.handle(event, context)
+            # Typed loosely on purpose: a handler may return anything, and that is checked below.
+            result: object = await self._function.handle(event, context)
         except Exception:
             context.log.exception("Handler failed")
             self._metrics.handler_errors.labels(self._queue).inc()
@@ -177,17 +175,14 @@ class Consumer:
             for flight in list(self._inflight.values()):
                 if flight.settling or now - flight.started < interval:
                     continue
-                try:
+                # A lost connection also loses the lease; redelivery covers it.
+                with contextlib.suppress(nats.errors.Error):
                     await flight.msg.in_progress()
-                except nats.errors.Error:
-                    pass  # A lost connection also loses the lease; redelivery covers it.
 
     async def _return_unstarted(self, messages: list[Msg]) -> None:
         for msg in messages:
-            try:
+            with contextlib.suppress(nats.errors.Error):  # ack_wait brings it back all the same.
                 await msg.nak()
-            except nats.errors.Error:
-                pass  # ack_wait brings it back all the same.
         if messages:
             self._log.info("Returned unstarted messages", count=len(messages))
 

@@ -1,0 +1,57 @@
+# queue-worker: `make demo` to watch it work, `make test` for the whole suite.
+# Every target installs what it needs into .venv first; nothing has to be running beforehand.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+REQUIREMENTS := requirements-dev.txt template/python3-jetstream/requirements.txt queue-worker/requirements.txt
+WORKERS ?= 2
+
+.PHONY: install demo worker test test-unit test-e2e lint format typecheck shrinkwrap clean
+
+install: $(STAMP)
+
+$(STAMP): $(REQUIREMENTS)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@# The runtime is imported as in the image (`import runtime`), so the venv sees the template folder.
+	$(BIN)/python -c 'import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()["purelib"], "python3-jetstream.pth").write_text(str(pathlib.Path("template/python3-jetstream").resolve()) + "\n")'
+	touch $@
+
+## A local run end to end: nats-server, sample functions, a callback receiver and the worker.
+demo: $(STAMP)
+	$(BIN)/python -m demo
+
+## The worker in the foreground, configured like stack.yml: nats_host, gateway_url, port, ...
+worker: $(STAMP)
+	handler_dir=queue-worker $(BIN)/python template/python3-jetstream/index.py
+
+## Lint, type checks, unit and end-to-end tests.
+test: lint typecheck
+	$(BIN)/python -m pytest -n $(WORKERS) tests
+
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit
+
+test-e2e: $(STAMP)
+	$(BIN)/python -m pytest -n $(WORKERS) tests/e2e
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+## The build context as `faas-cli build --shrinkwrap` makes it: build/queue-worker.
+shrinkwrap: $(STAMP)
+	$(BIN)/python -m harness.shrinkwrap stack.yml
+
+## mypy --strict on the runtime and the handler together, as they sit in the image.
+typecheck: shrinkwrap
+	cd build/queue-worker && ../../$(BIN)/mypy --strict --config-file ../../pyproject.toml index.py runtime function
+
+clean:
+	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache .hypothesis

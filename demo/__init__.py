@@ -1,0 +1,1 @@
+"""``make demo``: the whole product on loopback, started, exercised and stopped in one command."""
