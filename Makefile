@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 REQUIREMENTS := requirements-dev.txt template/python3-jetstream/requirements.txt queue-worker/requirements.txt
 WORKERS ?= 2
 
-.PHONY: install demo worker test test-unit test-e2e lint format typecheck shrinkwrap clean
+.PHONY: install demo worker dead-letters test test-unit test-e2e lint format typecheck shrinkwrap clean
 
 install: $(STAMP)
 
@@ -26,6 +26,10 @@ demo: $(STAMP)
 ## The worker in the foreground, configured like stack.yml: nats_host, gateway_url, port, ...
 worker: $(STAMP)
 	handler_dir=queue-worker $(BIN)/python template/python3-jetstream/index.py
+
+## List or replay dead letters, e.g. ARGS="list" or ARGS="replay --call-id ID"; same variables as the worker.
+dead-letters: shrinkwrap
+	cd build/queue-worker && ../../$(BIN)/python -m function.dead_letters $(ARGS)
 
 ## Lint, type checks, unit and end-to-end tests.
 test: lint typecheck

@@ -18,12 +18,12 @@ import yaml
 SKIPPED = frozenset({"build", "template"})
 
 
-def shrinkwrap(root: Path, name: str, function: dict[str, object]) -> Path:
-    """Write ``build/<name>`` for one function of the stack and return its path."""
+def shrinkwrap(root: Path, name: str, function: dict[str, object], build_dir: Path | None = None) -> Path:
+    """Write ``<build_dir>/<name>`` (``build/<name>`` by default) for one function of the stack."""
     language = str(function["lang"]).lower()
     template = root / "template" / language
     spec = yaml.safe_load((template / "template.yml").read_text())
-    context = root / "build" / name
+    context = (build_dir or root / "build") / name
     shutil.rmtree(context, ignore_errors=True)
     shutil.copytree(template, context, ignore=shutil.ignore_patterns("__pycache__"))
     target = context / str(spec.get("handler_folder") or "function")

@@ -23,6 +23,10 @@ class WorkerSettings:
     upstream_timeout_s: float
     callback_timeout_s: float
     retry: RetryPolicy
+    #: How a failed callback is retried on its own; ``attempts`` counts the first post too.
+    callback_retry: RetryPolicy
+    #: Older messages are dead-lettered instead of invoked; 0 means no limit.
+    max_message_age_s: float
     function_namespace: str
     tls_insecure: bool
     debug: bool
@@ -42,6 +46,7 @@ class WorkerSettings:
             raise ConfigError(
                 "retry_http_codes", codes_raw, "expected comma-separated HTTP statuses from 100 to 599"
             ) from None
+        backoff = env.choice("backoff", "exponential", BACKOFF_MODES)
         return cls(
             gateway_url=_gateway_url(env),
             upstream_timeout_s=env.duration("upstream_timeout", 60.0, minimum=0.001),
@@ -51,8 +56,16 @@ class WorkerSettings:
                 codes=codes,
                 min_wait_s=env.duration("initial_retry_wait", 10.0),
                 max_wait_s=env.duration("max_retry_wait", 120.0),
-                backoff=env.choice("backoff", "exponential", BACKOFF_MODES),
+                backoff=backoff,
             ),
+            callback_retry=RetryPolicy(
+                attempts=env.integer("callback_retry_attempts", 10, minimum=1, maximum=1_000_000),
+                codes=frozenset(),
+                min_wait_s=env.duration("callback_initial_retry_wait", 1.0),
+                max_wait_s=env.duration("callback_max_retry_wait", 60.0),
+                backoff=backoff,
+            ),
+            max_message_age_s=env.duration("max_message_age", 0.0),
             function_namespace=env.string("function_namespace", "openfaas-fn"),
             tls_insecure=env.boolean("tls_insecure", False),
             debug=env.boolean("debug", False),

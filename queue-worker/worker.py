@@ -1,18 +1,26 @@
-"""One message's life: decode, invoke, decide whether to retry, post the callback."""
+"""One message's life: decode, invoke, decide whether to retry, post the callback.
+
+A queued request ends in one of three ways: acked after its callback (or with none to post),
+redelivered later for another attempt, or dead-lettered (undecodable, too old, or out of
+attempts). A callback that fails is queued as a :class:`CallbackJob` and retried on its own.
+"""
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from structlog.typing import FilteringBoundLogger
 
-from runtime import Ack, Context, Event, Outcome, Retry, Terminate
+from runtime import Ack, Context, DeadLetter, Event, Outcome, Retry
 
+from .backoff import exponential_delay, jitter
 from .callback import CallbackInfo, post_callback
+from .callback_job import CALLBACK, JOB_HEADER, CallbackJob
 from .invoke import Invoker, Result
 from .metrics import WorkerMetrics
 from .policy import Final, RetryLater, decide
@@ -22,11 +30,13 @@ from .settings import WorkerSettings
 #: Sent as ``User-Agent`` on invocations and callbacks.
 VERSION = "0.1.0"
 USER_AGENT = f"queue-worker/{VERSION}"
+#: How much of the last response body a dead letter keeps.
+BODY_EXCERPT_BYTES = 1024
 
 
 @dataclass(frozen=True, slots=True)
 class QueueWorker:
-    """Handles each queued request; owns the two HTTP clients."""
+    """Handles each queued request and callback job; owns the two HTTP clients."""
 
     settings: WorkerSettings
     invoker: Invoker
@@ -35,18 +45,28 @@ class QueueWorker:
     rng: random.Random
 
     async def handle(self, event: Event, context: Context) -> Outcome:
-        """Invoke once and settle: ack when done, retry later, or terminate what cannot be read."""
+        """Route a message: a callback job, or a queued request."""
+        if event.headers.get(JOB_HEADER) == CALLBACK:
+            return await self._retry_callback(event, context)
         try:
             request = decode(event.data)
         except DecodeError as exc:
             self.metrics.rejected.labels(exc.reason).inc()
             context.log.error("Cannot decode message", reason=exc.reason, error=str(exc), bytes=len(event.data))
-            return Terminate(reason=f"undecodable: {exc.reason}")
+            return DeadLetter("undecodable", {"error": str(exc)})
         log = context.log.bind(callId=request.call_id, function=request.function)
+        age = (datetime.now(UTC) - event.published_at).total_seconds()
+        if self.settings.max_message_age_s and age > self.settings.max_message_age_s:
+            log.warning("Too old to invoke", age=round(age, 3), maxAge=self.settings.max_message_age_s)
+            return DeadLetter("expired", {**_identity(request), "ageSeconds": round(age, 3)})
+        return await self._attempt(request, event, context, log)
+
+    async def _attempt(
+        self, request: QueueRequest, event: Event, context: Context, log: FilteringBoundLogger
+    ) -> Outcome:
         policy, problems = self.settings.retry.with_annotations(request.annotations)
         for problem in problems:
             log.warning("Invalid retry annotation", problem=problem)
-
         result = await self._invoke(request, context.settings.queue_name, log)
         decision = decide(
             policy,
@@ -59,9 +79,11 @@ class QueueWorker:
         if isinstance(decision, RetryLater):
             self.metrics.retries.labels(self._function_name(request), str(result.status)).inc()
             return Retry(decision.delay_s, reason=f"status {result.status}")
+        info = CallbackInfo(request.call_id, request.function, event.attempt - 1, policy.max_retries, USER_AGENT)
+        await self._callback(request, result, info, event, context, log)
         if decision == Final(exhausted=True):
             log.warning("Retries exhausted", status=result.status, attempts=event.attempt)
-        await self._post_callback(request, result, retries=event.attempt - 1, max_retries=policy.max_retries, log=log)
+            return DeadLetter("exhausted", {**_identity(request), **_last_result(result)})
         return Ack(reason=f"status {result.status}")
 
     async def _invoke(self, request: QueueRequest, queue: str, log: FilteringBoundLogger) -> Result:
@@ -87,33 +109,76 @@ class QueueWorker:
             log.debug("Response body", body=result.body.decode("utf-8", "replace"))
         return result
 
-    async def _post_callback(
-        self, request: QueueRequest, result: Result, *, retries: int, max_retries: int, log: FilteringBoundLogger
+    async def _callback(
+        self,
+        request: QueueRequest,
+        result: Result,
+        info: CallbackInfo,
+        event: Event,
+        context: Context,
+        log: FilteringBoundLogger,
     ) -> None:
+        """Post the result; when that fails, queue it as a job that is retried on its own."""
         url = request.callback_url()
-        if url is None:
+        if url is None or await self._post(url, result, info, log):
             return
-        info = CallbackInfo(request.call_id, request.function, retries, max_retries, USER_AGENT)
+        job = CallbackJob(url, result, info)
+        # One job per stored request, even if the request itself is redelivered after a crash.
+        job_id = f"callback-{context.settings.stream}-{event.stream_seq}"
+        await context.publish(context.settings.queue_name, job.encode(), {JOB_HEADER: CALLBACK, "Nats-Msg-Id": job_id})
+        log.info("Callback queued for retry", retryIn=self.settings.callback_retry.min_wait_s)
+
+    async def _retry_callback(self, event: Event, context: Context) -> Outcome:
+        """Deliver a callback job: its first delivery only arms the back-off (the first post
+        was made inline), later ones post again until attempts run out."""
+        try:
+            job = CallbackJob.decode(event.data)
+        except DecodeError as exc:
+            context.log.error("Cannot decode callback job", error=str(exc))
+            return DeadLetter("undecodable", {"error": str(exc)})
+        policy = self.settings.callback_retry
+        log = context.log.bind(callId=job.info.call_id, function=job.info.function)
+        if event.attempt > 1 and await self._post(job.url, job.result, job.info, log):
+            return Ack(reason="callback delivered")
+        if event.attempt >= policy.attempts:
+            log.error("Callback failed for good", attempts=event.attempt)
+            return DeadLetter("callback", {"callId": job.info.call_id, "function": job.info.function})
+        delay = exponential_delay(event.attempt, initial_s=policy.min_wait_s, max_s=policy.max_wait_s)
+        return Retry(jitter(delay, policy.backoff, self.rng), reason="callback retry")
+
+    async def _post(self, url: str, result: Result, info: CallbackInfo, log: FilteringBoundLogger) -> bool:
+        """Post once; True when the receiver took it (any status below 500)."""
         delivery = await post_callback(self.callback_client, url, result, info)
         self.metrics.callbacks.labels("ok" if delivery.ok else "failed").inc()
         shown = self._loggable(url)
         if delivery.status is None:
             log.warning("Callback failed", url=shown, error=delivery.error)
+        elif not delivery.ok:
+            log.warning("Callback failed", url=shown, status=delivery.status)
         else:
             log.info("Posted result", url=shown, status=delivery.status)
+        return delivery.ok
 
     def _loggable(self, url: str) -> str:
         """The URL without query, fragment or userinfo (where tokens hide) unless ``debug`` is set."""
         if self.settings.debug:
             return url
         parts = urlsplit(url)
-        return (
-            urlunsplit((parts.scheme, parts.hostname or "", parts.path, "", ""))
-            if parts.port is None
-            else urlunsplit((parts.scheme, f"{parts.hostname}:{parts.port}", parts.path, "", ""))
-        )
+        host = parts.hostname or ""
+        if parts.port is not None:
+            host = f"{host}:{parts.port}"
+        return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
     def _function_name(self, request: QueueRequest) -> str:
         """``name.namespace``, the form the gateway's metrics and autoscaling rules use."""
         name = request.function.strip("/")
         return name if "." in name else f"{name}.{self.settings.function_namespace}"
+
+
+def _identity(request: QueueRequest) -> dict[str, Any]:
+    return {"callId": request.call_id, "function": request.function}
+
+
+def _last_result(result: Result) -> dict[str, Any]:
+    excerpt = result.body[:BODY_EXCERPT_BYTES].decode("utf-8", "replace")
+    return {"lastStatus": result.status, "lastBody": excerpt, "lastError": result.error}

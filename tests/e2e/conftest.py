@@ -15,9 +15,13 @@ import pytest
 from nats.aio.client import Client
 from nats.js.api import RetentionPolicy, StreamConfig
 
+from function.dead_letters import StoredDeadLetter, read
 from harness.natsd import NatsServer
 from harness.servers import RecordingServer
 from harness.worker import WorkerProcess
+
+#: The default dead-letter stream, which every test's worker shares (a subject per queue).
+DEAD_LETTER_STREAM = "faas-dead-letter"
 
 
 @pytest.fixture(scope="session")
@@ -114,3 +118,8 @@ async def wait_for_empty(nc: Client, queue: Queue, timeout_s: float = 10.0) -> N
         if time.monotonic() > deadline:
             raise TimeoutError(f"stream {queue.stream} still holds {left} messages")
         await asyncio.sleep(0.02)
+
+
+async def dead_letters(nc: Client, queue: Queue) -> list[StoredDeadLetter]:
+    """This queue's dead letters, oldest first."""
+    return await read(nc.jetstream(), DEAD_LETTER_STREAM, f"{DEAD_LETTER_STREAM}.{queue.subject}")

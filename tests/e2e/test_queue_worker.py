@@ -12,7 +12,7 @@ from nats.aio.client import Client
 from harness.natsd import NatsServer
 from harness.publish import QueueRequest, publish_request
 from harness.servers import RecordingServer, wait_until
-from tests.e2e.conftest import Queue, WorkerFactory, create_stream, wait_for_empty
+from tests.e2e.conftest import Queue, WorkerFactory, create_stream, dead_letters, wait_for_empty
 
 pytestmark = pytest.mark.e2e
 
@@ -142,7 +142,7 @@ async def test_malformed_messages_and_a_dead_callback_do_not_hold_up_the_rest(
         await js.publish(queue.subject, bad)
     await publish_request(nc, queue.subject, dead_callback)
 
-    worker = start_worker()
+    worker = start_worker(callback_retry_attempts="1")
     await worker.wait_ready()
 
     await receiver.wait_for(len(good))
@@ -153,6 +153,8 @@ async def test_malformed_messages_and_a_dead_callback_do_not_hold_up_the_rest(
     assert sorted(e["reason"] for e in rejected) == ["base64", "function", "json", "json", "type"]
     await wait_until(lambda: bool(worker.events("Callback failed")), 5, "callback failure logged")
     assert worker.events("Callback failed")[0]["callId"] == "dead-cb"
+    letters = await dead_letters(nc, queue)
+    assert sorted(letter.envelope["reason"] for letter in letters) == ["callback"] + ["undecodable"] * 5
     assert (await worker.get("/_/ready")).status_code == 200
     assert (await worker.get("/_/health")).status_code == 200
 

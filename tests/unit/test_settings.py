@@ -17,6 +17,9 @@ def test_defaults_follow_the_openfaas_chart() -> None:
     assert worker.retry.codes == frozenset({408, 429, 500, 502, 503, 504})
     assert (worker.retry.attempts, worker.retry.min_wait_s, worker.retry.max_wait_s) == (100, 10.0, 120.0)
     assert worker.retry.backoff == "exponential"
+    assert (worker.callback_retry.attempts, worker.callback_retry.min_wait_s) == (10, 1.0)
+    assert worker.max_message_age_s == 0
+    assert runtime.dead_letter_subject == "faas-dead-letter.faas-request"
 
 
 def test_nats_url_lists_servers_and_wins_over_host_and_port() -> None:
@@ -40,6 +43,7 @@ def test_nats_url_lists_servers_and_wins_over_host_and_port() -> None:
         ("nats_url", "http://x"),
         ("port", "http"),
         ("shutdown_timeout", "soon"),
+        ("dead_letter_stream", "dead.letters"),
     ],
 )
 def test_a_bad_runtime_setting_names_the_variable(variable: str, value: str) -> None:
@@ -63,6 +67,10 @@ def test_a_bad_runtime_setting_names_the_variable(variable: str, value: str) -> 
         ("retry_http_codes", "700"),
         ("backoff", "linear"),
         ("tls_insecure", "maybe"),
+        ("max_message_age", "a day"),
+        ("callback_retry_attempts", "0"),
+        ("callback_initial_retry_wait", "1"),
+        ("callback_max_retry_wait", "-5s"),
     ],
 )
 def test_a_bad_worker_setting_names_the_variable_and_what_it_accepts(variable: str, value: str) -> None:

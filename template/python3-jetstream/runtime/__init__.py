@@ -6,7 +6,7 @@ The public surface is what a function needs: the :class:`Event` it receives, the
 
 from __future__ import annotations
 
-from .contract import Ack, Context, Event, Function, Outcome, Retry, Terminate
+from .contract import Ack, Context, DeadLetter, Event, Function, Outcome, Retry, Terminate
 from .durations import format_duration, parse_duration
 from .env import Env
 from .errors import ConfigError, ConnectorError, HandlerLoadError
@@ -17,6 +17,7 @@ __all__ = [
     "ConfigError",
     "ConnectorError",
     "Context",
+    "DeadLetter",
     "Env",
     "Event",
     "Function",

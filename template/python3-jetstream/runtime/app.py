@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Coroutine, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -24,7 +25,8 @@ from structlog.typing import FilteringBoundLogger
 from . import logs, probes
 from .connection import ConnectionState, connect, ensure_topology
 from .consumer import Consumer
-from .contract import Context, Function
+from .contract import Context, Function, Publish
+from .dead_letters import DeadLetters
 from .errors import ConfigError, HandlerLoadError
 from .loader import load_function
 from .metrics import RuntimeMetrics
@@ -95,12 +97,14 @@ async def serve(settings: Settings, function: Function, log: FilteringBoundLogge
             return 0
         state.bound = True
         log.info("Subscribed", stream=settings.stream, durable=settings.durable)
+        js = client.jetstream()
         consumer = Consumer(
             settings=settings,
             function=function,
-            context=context,
+            context=replace(context, publish=_publisher(js)),
             subscription=subscription,
             metrics=metrics,
+            dead_letters=DeadLetters(js, stream=settings.dead_letter_stream, subject=settings.dead_letter_subject),
             stopping=stopping,
         )
         await consumer.run()
@@ -126,6 +130,13 @@ async def _bind(client: Client, settings: Settings, log: FilteringBoundLogger) -
         except (TimeoutError, nats.errors.Error) as exc:
             log.warning("JetStream not ready", error=str(exc) or type(exc).__name__, retryIn=TOPOLOGY_RETRY_S)
             await asyncio.sleep(TOPOLOGY_RETRY_S)
+
+
+def _publisher(js: JetStreamContext) -> Publish:
+    async def publish(subject: str, data: bytes, headers: Mapping[str, str] | None) -> None:
+        await js.publish(subject, data, headers=dict(headers) if headers else None)
+
+    return publish
 
 
 async def _until_stopped(work: Awaitable[T], stopping: asyncio.Event) -> T | None:

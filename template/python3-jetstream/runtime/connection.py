@@ -88,6 +88,7 @@ async def ensure_topology(js: JetStreamContext, settings: Settings, log: Filteri
         await js.add_stream(wanted_stream)
         log.info("Created stream", stream=settings.stream, subject=settings.queue_name)
 
+    await _ensure_dead_letter_stream(js, settings, log)
     wanted_consumer = ConsumerConfig(
         durable_name=settings.durable,
         deliver_policy=DeliverPolicy.ALL,
@@ -103,6 +104,24 @@ async def ensure_topology(js: JetStreamContext, settings: Settings, log: Filteri
     except NotFoundError:
         await js.add_consumer(settings.stream, wanted_consumer)
         log.info("Created consumer", stream=settings.stream, durable=settings.durable)
+
+
+async def _ensure_dead_letter_stream(js: JetStreamContext, settings: Settings, log: FilteringBoundLogger) -> None:
+    """One dead-letter stream serves every queue (a subject each); it keeps what it is given
+    until an operator replays or purges it, and nothing consumes it."""
+    try:
+        await js.stream_info(settings.dead_letter_stream)
+    except NotFoundError:
+        await js.add_stream(
+            StreamConfig(
+                name=settings.dead_letter_stream,
+                subjects=[f"{settings.dead_letter_stream}.>"],
+                retention=RetentionPolicy.LIMITS,
+                storage=StorageType.FILE,
+                num_replicas=settings.stream_replicas,
+            )
+        )
+        log.info("Created stream", stream=settings.dead_letter_stream, subject=f"{settings.dead_letter_stream}.>")
 
 
 def _log_differences(

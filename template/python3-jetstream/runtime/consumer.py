@@ -16,7 +16,8 @@ import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from .contract import Ack, Context, Event, Function, Outcome, Retry, Terminate
+from .contract import Ack, Context, DeadLetter, Event, Function, Outcome, Retry, Terminate
+from .dead_letters import DeadLetters
 from .metrics import RuntimeMetrics
 from .settings import Settings
 from .settle import Action, apply, plan
@@ -55,6 +56,7 @@ class Consumer:
         context: Context,
         subscription: JetStreamContext.PullSubscription,
         metrics: RuntimeMetrics,
+        dead_letters: DeadLetters,
         stopping: asyncio.Event,
     ) -> None:
         self._settings = settings
@@ -63,6 +65,7 @@ class Consumer:
         self._log = context.log
         self._subscription = subscription
         self._metrics = metrics
+        self._dead_letters = dead_letters
         self._stopping = stopping
         self._inflight: dict[asyncio.Task[None], InFlight] = {}
         self._queue = settings.queue_name
@@ -145,7 +148,7 @@ class Consumer:
             context.log.exception("Handler failed")
             self._metrics.handler_errors.labels(self._queue).inc()
             return Retry(error_delay(event.attempt), reason="handler exception")
-        if result is not None and not isinstance(result, Ack | Retry | Terminate):
+        if result is not None and not isinstance(result, Ack | Retry | Terminate | DeadLetter):
             context.log.error("Handler returned something that is not an outcome", type=type(result).__name__)
             self._metrics.handler_errors.labels(self._queue).inc()
             return Retry(error_delay(event.attempt), reason="handler result")
@@ -154,11 +157,20 @@ class Consumer:
     async def _settle(self, flight: InFlight, action: Action, context: Context) -> None:
         flight.settling = True
         try:
-            await apply(flight.msg, action)
-        except nats.errors.Error as exc:
-            # The server redelivers after ack_wait, so nothing is lost, only delayed.
-            context.log.warning("Settle failed", action=action.verb, error=str(exc) or type(exc).__name__)
+            await apply(flight.msg, action, self._dead_letters)
+        except (TimeoutError, nats.errors.Error) as exc:
+            error = str(exc) or type(exc).__name__
+            if action.verb == "dead-letter":
+                # Not stored, so not removed: try again later rather than lose it.
+                context.log.error("Dead letter not stored", reason=action.reason, error=error)
+                await self._settle(flight, Action("nak", ERROR_RETRY_MAX_S, "dead letter not stored"), context)
+            else:
+                # The server redelivers after ack_wait, so nothing is lost, only delayed.
+                context.log.warning("Settle failed", action=action.verb, error=error)
             return
+        self._observe(action, context)
+
+    def _observe(self, action: Action, context: Context) -> None:
         self._metrics.settled.labels(self._queue, action.verb).inc()
         if action.verb != "nak":
             self._metrics.processed.labels(self._queue).inc()
@@ -166,6 +178,9 @@ class Consumer:
             context.log.info("Redeliver later", reason=action.reason, delay=round(action.delay_s, 3))
         elif action.verb == "term":
             context.log.warning("Terminated", reason=action.reason)
+        elif action.verb == "dead-letter":
+            self._metrics.dead_letters.labels(self._queue, action.reason).inc()
+            context.log.warning("Dead-lettered", reason=action.reason, subject=self._dead_letters.subject)
 
     async def _heartbeat(self) -> None:
         interval = self._settings.ack_wait_s / HEARTBEATS_PER_ACK_WAIT

@@ -10,7 +10,7 @@ redelivers the message after a delay.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol, TypeAlias
 
@@ -59,7 +59,25 @@ class Terminate:
     reason: str = "terminated"
 
 
-Outcome: TypeAlias = Ack | Retry | Terminate
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """Store the message in the dead-letter stream, then remove it from the work queue.
+
+    ``reason`` is a short, bounded label (it becomes a metric label); ``detail`` is kept in the
+    dead letter beside the original message, for people and for replay tools.
+    """
+
+    reason: str
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+Outcome: TypeAlias = Ack | Retry | Terminate | DeadLetter
+#: Publishes a follow-up message and waits for the stream to store it.
+Publish: TypeAlias = Callable[[str, bytes, Mapping[str, str] | None], Awaitable[None]]
+
+
+async def _cannot_publish(subject: str, data: bytes, headers: Mapping[str, str] | None) -> None:
+    raise RuntimeError("publish is available only inside the running connector")
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,10 +95,12 @@ class Context:
     registry: CollectorRegistry
     state: dict[str, Any] = field(default_factory=dict)
     environ: Mapping[str, str] = field(default_factory=dict)
+    #: Publish a follow-up message (a job for later, say) to JetStream and wait for its ack.
+    publish: Publish = _cannot_publish
 
     def bind(self, **fields: Any) -> Context:
         """Return a copy whose logger carries ``fields`` as well."""
-        return Context(self.settings, self.log.bind(**fields), self.registry, self.state, self.environ)
+        return replace(self, log=self.log.bind(**fields))
 
 
 class Handle(Protocol):

@@ -20,6 +20,7 @@ class RuntimeMetrics:
     inflight: Gauge
     handler_duration: Histogram
     reconnects: Counter
+    dead_letters: Counter
 
     @classmethod
     def create(cls, namespace: str, registry: CollectorRegistry) -> RuntimeMetrics:
@@ -64,6 +65,13 @@ class RuntimeMetrics:
             reconnects=Counter(
                 "nats_reconnect",
                 "Times the NATS client has reconnected.",
+                namespace=namespace,
+                registry=registry,
+            ),
+            dead_letters=Counter(
+                "dead_letters",
+                "Messages moved to the dead-letter stream, by reason.",
+                ["queue_name", "reason"],
                 namespace=namespace,
                 registry=registry,
             ),

@@ -22,6 +22,7 @@ class Settings:
     queue_name: str
     stream: str
     durable: str
+    dead_letter_stream: str
     stream_replicas: int
     max_inflight: int
     ack_wait_s: float
@@ -33,6 +34,11 @@ class Settings:
     log_encoding: str
     debug: bool
     client_name: str
+
+    @property
+    def dead_letter_subject(self) -> str:
+        """Where this queue's dead letters go: ``<dead_letter_stream>.<queue_name>``."""
+        return f"{self.dead_letter_stream}.{self.queue_name}"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -49,6 +55,7 @@ class Settings:
             queue_name=queue_name,
             stream=_subject_token(env, "nats_stream", queue_name),
             durable=_subject_token(env, "nats_durable", "faas-workers"),
+            dead_letter_stream=_subject_token(env, "dead_letter_stream", "faas-dead-letter"),
             stream_replicas=env.integer("nats_stream_replicas", 1, minimum=1, maximum=5),
             max_inflight=env.integer("max_inflight", 50, minimum=1, maximum=100_000),
             ack_wait_s=ack_wait_s,

@@ -1,0 +1,76 @@
+"""A callback that failed, queued as a job of its own so it is retried without invoking again.
+
+The job travels on the work queue, marked by the :data:`JOB_HEADER` header, and carries the
+function's result, so a retry (or a replay from the dead-letter stream) only posts it again.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+
+from .callback import CallbackInfo
+from .invoke import Result
+from .queue_request import DecodeError
+
+#: NATS header that marks a message as a job of this worker rather than a queued request.
+JOB_HEADER = "Queue-Worker-Job"
+#: Its value for a callback job.
+CALLBACK = "callback"
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackJob:
+    """Everything needed to post a callback again."""
+
+    url: str
+    result: Result
+    info: CallbackInfo
+
+    def encode(self) -> bytes:
+        """The job as JSON; the body is base64 so any bytes survive."""
+        return json.dumps(
+            {
+                "url": self.url,
+                "status": self.result.status,
+                "headers": [list(pair) for pair in self.result.headers],
+                "body": base64.b64encode(self.result.body).decode("ascii"),
+                "durationSeconds": self.result.duration_s,
+                "error": self.result.error,
+                "callId": self.info.call_id,
+                "function": self.info.function,
+                "retries": self.info.retries,
+                "maxRetries": self.info.max_retries,
+                "userAgent": self.info.user_agent,
+            },
+            separators=(",", ":"),
+        ).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> CallbackJob:
+        """Read a job back.
+
+        Raises:
+            DecodeError: the job is not what :meth:`encode` writes.
+        """
+        try:
+            doc = json.loads(data)
+            result = Result(
+                status=int(doc["status"]),
+                headers=tuple((str(k), str(v)) for k, v in doc["headers"]),
+                body=base64.b64decode(doc["body"], validate=True),
+                duration_s=float(doc["durationSeconds"]),
+                error=str(doc.get("error", "")),
+            )
+            info = CallbackInfo(
+                call_id=str(doc["callId"]),
+                function=str(doc["function"]),
+                retries=int(doc["retries"]),
+                max_retries=int(doc["maxRetries"]),
+                user_agent=str(doc["userAgent"]),
+            )
+            return cls(url=str(doc["url"]), result=result, info=info)
+        except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+            raise DecodeError("callback_job", f"not a callback job ({exc!r})") from exc

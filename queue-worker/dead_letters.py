@@ -1,0 +1,148 @@
+"""List dead letters and replay chosen ones onto the work queue.
+
+In the image (``kubectl exec deploy/queue-worker -- ...``) or from a checkout
+(``make dead-letters ARGS="..."``), with the worker's own environment::
+
+    python -m function.dead_letters list [--function F] [--call-id ID] [--reason R] [--json]
+    python -m function.dead_letters replay (--all | --function F | --call-id ID ...) [--reason R]
+
+Replaying publishes the original message, byte for byte and with its headers, to the subject it
+came from, then deletes the dead letter, so each one is replayed once. A replayed request starts
+its attempts afresh; a replayed callback job only posts the callback again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import nats
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+
+from runtime import ConfigError, Settings
+
+#: Headers not carried over on replay: a deduplication id would make the stream drop the replay.
+NOT_REPLAYED = frozenset({"nats-msg-id"})
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDeadLetter:
+    """One dead letter and its place in the dead-letter stream."""
+
+    seq: int
+    envelope: dict[str, Any]
+
+    @property
+    def detail(self) -> dict[str, Any]:
+        """What the worker recorded: callId, function, lastStatus, lastBody, ..."""
+        detail: dict[str, Any] = self.envelope.get("detail") or {}
+        return detail
+
+    def matches(self, *, functions: Sequence[str], call_ids: Sequence[str], reasons: Sequence[str]) -> bool:
+        """Whether every given filter holds (an empty filter holds for all)."""
+        return (
+            (not functions or self.detail.get("function") in functions)
+            and (not call_ids or self.detail.get("callId") in call_ids)
+            and (not reasons or self.envelope.get("reason") in reasons)
+        )
+
+
+async def read(js: JetStreamContext, stream: str, subject: str) -> list[StoredDeadLetter]:
+    """Every dead letter on ``subject``, oldest first."""
+    letters: list[StoredDeadLetter] = []
+    seq = 1
+    while True:
+        try:
+            raw = await js.get_msg(stream, seq=seq, subject=subject, next=True)
+        except NotFoundError:
+            return letters
+        if raw.seq is None or raw.data is None:
+            return letters
+        letters.append(StoredDeadLetter(raw.seq, json.loads(raw.data)))
+        seq = raw.seq + 1
+
+
+async def replay(js: JetStreamContext, stream: str, letter: StoredDeadLetter) -> None:
+    """Publish the original message where it came from, then delete the dead letter."""
+    headers = {k: v for k, v in (letter.envelope.get("headers") or {}).items() if k.lower() not in NOT_REPLAYED}
+    data = base64.b64decode(letter.envelope["message"])
+    await js.publish(letter.envelope["subject"], data, headers=headers or None)
+    await js.delete_msg(stream, letter.seq)
+
+
+def _line(letter: StoredDeadLetter) -> str:
+    d, e = letter.detail, letter.envelope
+    fields = [
+        f"seq={letter.seq}",
+        f"reason={e.get('reason')}",
+        f"function={d.get('function', '-')}",
+        f"callId={d.get('callId') or '-'}",
+        f"attempts={e.get('attempts')}",
+        f"lastStatus={d.get('lastStatus', '-')}",
+        f"deadAt={e.get('deadAt')}",
+    ]
+    return " ".join(fields)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m function.dead_letters", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name in ("list", "replay"):
+        command = commands.add_parser(name)
+        command.add_argument("--function", action="append", default=[], help="only this function (repeatable)")
+        command.add_argument("--call-id", action="append", default=[], help="only this X-Call-Id (repeatable)")
+        command.add_argument("--reason", action="append", default=[], help="undecodable, expired, exhausted, callback")
+        if name == "list":
+            command.add_argument("--json", action="store_true", help="print each dead letter as JSON")
+        else:
+            command.add_argument("--all", action="store_true", help="replay every dead letter of this queue")
+    return parser
+
+
+async def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Carry out one command; returns the exit status."""
+    if args.command == "replay" and not (args.all or args.function or args.call_id or args.reason):
+        print("error: say what to replay: --all, --function, --call-id or --reason", file=sys.stderr)
+        return 2
+    client = await nats.connect(servers=list(settings.nats_servers), connect_timeout=5, max_reconnect_attempts=1)
+    try:
+        js = client.jetstream()
+        letters = await read(js, settings.dead_letter_stream, settings.dead_letter_subject)
+        chosen = [
+            letter
+            for letter in letters
+            if letter.matches(functions=args.function, call_ids=args.call_id, reasons=args.reason)
+        ]
+        for letter in chosen:
+            if args.command == "list":
+                print(json.dumps({"seq": letter.seq, **letter.envelope}) if args.json else _line(letter))
+            else:
+                await replay(js, settings.dead_letter_stream, letter)
+                print(f"replayed {_line(letter)}")
+        print(f"{len(chosen)} of {len(letters)} dead letters on {settings.dead_letter_subject}", file=sys.stderr)
+        return 0
+    finally:
+        await client.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse arguments, read the worker's settings from the environment, and run."""
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings.from_env(os.environ)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 78
+    return asyncio.run(run(args, settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
