@@ -96,14 +96,3 @@ class Env:
             return value.lower()
 
         return self._parse(name, default, parse, "one of " + ", ".join(options))
-
-    def int_list(self, name: str, default: tuple[int, ...], *, minimum: int, maximum: int) -> tuple[int, ...]:
-        """Return a comma-separated list of whole numbers, each within ``[minimum, maximum]``."""
-
-        def parse(value: str) -> tuple[int, ...]:
-            numbers = tuple(int(part.strip(), 10) for part in value.split(",") if part.strip())
-            if not numbers or any(not minimum <= n <= maximum for n in numbers):
-                raise ValueError(value)
-            return numbers
-
-        return self._parse(name, default, parse, f"comma-separated whole numbers from {minimum} to {maximum}")
