@@ -7,7 +7,7 @@ import random
 
 from aiohttp import web
 
-from harness.servers import Behaviour
+from harness.servers import Behaviour, answer
 
 
 async def figlet(request: web.Request, body: bytes) -> web.Response:
@@ -35,11 +35,7 @@ def flaky() -> Behaviour:
     return behaviour
 
 
-async def missing(request: web.Request, body: bytes) -> web.Response:
-    """A function that does not exist: 404 is not retried and goes to the callback."""
-    return web.Response(status=404, text="function not found")
-
-
 def behaviours() -> dict[str, Behaviour]:
     """Sample functions by name."""
-    return {"figlet": figlet, "sleep": sleep, "flaky": flaky(), "missing": missing}
+    # "missing" answers 404 like a function that does not exist: not retried, posted to the callback.
+    return {"figlet": figlet, "sleep": sleep, "flaky": flaky(), "missing": answer(404, "function not found")}

@@ -39,6 +39,15 @@ async def echo(request: web.Request, body: bytes) -> web.Response:
     return web.Response(body=body, headers={"X-Echo": "yes", "Content-Type": "application/octet-stream"})
 
 
+def answer(status: int, text: str = "", headers: dict[str, str] | None = None) -> Behaviour:
+    """A behaviour that always answers ``status`` with ``text``."""
+
+    async def behaviour(request: web.Request, body: bytes) -> web.Response:
+        return web.Response(status=status, text=text, headers=headers)
+
+    return behaviour
+
+
 @dataclass
 class RecordingServer:
     """An aiohttp server that records every request and answers by behaviour.

@@ -17,6 +17,7 @@ from nats.js.api import RetentionPolicy, StreamConfig
 
 from function.dead_letters import StoredDeadLetter, read
 from harness.natsd import NatsServer
+from harness.publish import QueueRequest
 from harness.servers import RecordingServer
 from harness.worker import WorkerProcess
 
@@ -29,6 +30,19 @@ def natsd() -> Iterator[NatsServer]:
     server = NatsServer().start()
     yield server
     server.close()
+
+
+def queued(
+    function: str, call_id: str, callback: str | None = None, *, body: bytes | None = None, **retry: str
+) -> QueueRequest:
+    """A request as the gateway stores it; ``retry`` holds ``com.openfaas.retry.*`` annotations."""
+    header = {"X-Call-Id": (call_id,), "Content-Type": ("text/plain",)}
+    if callback is not None:
+        header["X-Callback-Url"] = (callback,)
+    annotations = {f"com.openfaas.retry.{key}": value for key, value in retry.items()}
+    return QueueRequest(
+        function=function, body=call_id.encode() if body is None else body, header=header, annotations=annotations
+    )
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from nats.aio.client import Client
 from function.dead_letters import run
 from harness.natsd import NatsServer
 from harness.publish import QueueRequest, encode, publish_request
-from harness.servers import RecordingServer, wait_until
+from harness.servers import RecordingServer, answer, wait_until
 from harness.shrinkwrap import shrinkwrap
 from harness.worker import ROOT
 from runtime import Settings
@@ -98,10 +98,7 @@ async def test_the_command_lists_and_replays_by_call_id(
     start_worker: WorkerFactory,
     tmp_path: Path,
 ) -> None:
-    async def gone(request: web.Request, body: bytes) -> web.Response:
-        return web.Response(status=404)
-
-    gateway.behaviours["gone"] = gone
+    gateway.behaviours["gone"] = answer(404)
     worker = start_worker(max_retry_attempts="1", retry_http_codes="404")
     await worker.wait_ready()
     for call_id in ("keep-1", "replay-1"):

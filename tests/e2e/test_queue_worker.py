@@ -11,17 +11,10 @@ from nats.aio.client import Client
 
 from harness.natsd import NatsServer
 from harness.publish import QueueRequest, publish_request
-from harness.servers import RecordingServer, wait_until
-from tests.e2e.conftest import Queue, WorkerFactory, create_stream, dead_letters, wait_for_empty
+from harness.servers import RecordingServer, answer, wait_until
+from tests.e2e.conftest import Queue, WorkerFactory, create_stream, dead_letters, queued, wait_for_empty
 
 pytestmark = pytest.mark.e2e
-
-
-def _request(function: str, body: bytes, call_id: str, callback: str | None = None) -> QueueRequest:
-    header = {"X-Call-Id": (call_id,), "Content-Type": ("text/plain",)}
-    if callback is not None:
-        header["X-Callback-Url"] = (callback,)
-    return QueueRequest(function=function, body=body, header=header)
 
 
 async def test_n_requests_make_n_invocations_and_n_callbacks(
@@ -32,9 +25,8 @@ async def test_n_requests_make_n_invocations_and_n_callbacks(
     await worker.wait_ready()
 
     for i in range(count):
-        await publish_request(
-            nc, queue.subject, _request("echo", f"body-{i}".encode(), f"call-{i}", receiver.url + f"/cb/{i}")
-        )
+        request = queued("echo", f"call-{i}", receiver.url + f"/cb/{i}", body=f"body-{i}".encode())
+        await publish_request(nc, queue.subject, request)
 
     await receiver.wait_for(count)
     await wait_for_empty(nc, queue)
@@ -74,7 +66,7 @@ async def test_503_three_times_then_200_makes_four_calls_spaced_by_the_back_off(
     worker = start_worker(initial_retry_wait="100ms", max_retry_wait="1s")
     await worker.wait_ready()
 
-    await publish_request(nc, queue.subject, _request("flaky", b"x", "retry-1", receiver.url + "/cb"))
+    await publish_request(nc, queue.subject, queued("flaky", "retry-1", receiver.url + "/cb", body=b"x"))
 
     [callback] = await receiver.wait_for(1)
     calls = gateway.calls_to("flaky")
@@ -92,14 +84,11 @@ async def test_503_three_times_then_200_makes_four_calls_spaced_by_the_back_off(
 async def test_a_status_not_in_the_list_is_called_once_and_reported(
     nc: Client, queue: Queue, gateway: RecordingServer, receiver: RecordingServer, start_worker: WorkerFactory
 ) -> None:
-    async def missing(request: web.Request, body: bytes) -> web.Response:
-        return web.Response(status=404, text="no such thing")
-
-    gateway.behaviours["missing"] = missing
+    gateway.behaviours["missing"] = answer(404, "no such thing")
     worker = start_worker()
     await worker.wait_ready()
 
-    await publish_request(nc, queue.subject, _request("missing", b"x", "nf-1", receiver.url + "/cb"))
+    await publish_request(nc, queue.subject, queued("missing", "nf-1", receiver.url + "/cb", body=b"x"))
 
     [callback] = await receiver.wait_for(1)
     await wait_for_empty(nc, queue)
@@ -112,14 +101,11 @@ async def test_a_status_not_in_the_list_is_called_once_and_reported(
 async def test_attempts_run_out_and_the_last_failure_is_posted(
     nc: Client, queue: Queue, gateway: RecordingServer, receiver: RecordingServer, start_worker: WorkerFactory
 ) -> None:
-    async def down(request: web.Request, body: bytes) -> web.Response:
-        return web.Response(status=500, text="broken")
-
-    gateway.behaviours["down"] = down
+    gateway.behaviours["down"] = answer(500, "broken")
     worker = start_worker(max_retry_attempts="3")
     await worker.wait_ready()
 
-    await publish_request(nc, queue.subject, _request("down", b"x", "ex-1", receiver.url + "/cb"))
+    await publish_request(nc, queue.subject, queued("down", "ex-1", receiver.url + "/cb", body=b"x"))
 
     [callback] = await receiver.wait_for(1)
     await wait_for_empty(nc, queue)
@@ -134,9 +120,9 @@ async def test_malformed_messages_and_a_dead_callback_do_not_hold_up_the_rest(
 ) -> None:
     await create_stream(nc, queue)
     js = nc.jetstream()
-    good = [_request("echo", f"good-{i}".encode(), f"good-{i}", receiver.url + f"/cb/{i}") for i in range(5)]
+    good = [queued("echo", f"good-{i}", receiver.url + f"/cb/{i}") for i in range(5)]
     poison = [b"not json", b"[1,2]", b'{"Function":""}', b'{"Function":"f","Body":"@@@"}', b""]
-    dead_callback = _request("echo", b"lost", "dead-cb", "http://127.0.0.1:1/unreachable")
+    dead_callback = queued("echo", "dead-cb", "http://127.0.0.1:1/unreachable", body=b"lost")
     for request, bad in zip(good, poison, strict=True):
         await publish_request(nc, queue.subject, request)
         await js.publish(queue.subject, bad)

@@ -10,20 +10,11 @@ import pytest
 from aiohttp import web
 from nats.aio.client import Client
 
-from harness.publish import QueueRequest, publish_request
-from harness.servers import Behaviour, RecordingServer, wait_until
-from tests.e2e.conftest import Queue, WorkerFactory, wait_for_empty
+from harness.publish import publish_request
+from harness.servers import Behaviour, RecordingServer, answer, wait_until
+from tests.e2e.conftest import Queue, WorkerFactory, queued, wait_for_empty
 
 pytestmark = pytest.mark.e2e
-
-
-def _request(function: str, call_id: str, callback: str, **annotations: str) -> QueueRequest:
-    return QueueRequest(
-        function=function,
-        body=call_id.encode(),
-        header={"X-Call-Id": (call_id,), "X-Callback-Url": (callback,)},
-        annotations={f"com.openfaas.retry.{k}": v for k, v in annotations.items()},
-    )
 
 
 def _once_per_call(status: int, headers: dict[str, str] | None = None) -> Behaviour:
@@ -47,7 +38,7 @@ async def test_retry_after_sets_the_next_delay(
     worker = start_worker(initial_retry_wait="50ms", max_retry_wait="100ms")
     await worker.wait_ready()
 
-    await publish_request(nc, queue.subject, _request("busy", "ra-1", receiver.url + "/cb"))
+    await publish_request(nc, queue.subject, queued("busy", "ra-1", receiver.url + "/cb"))
 
     [callback] = await receiver.wait_for(1)
     first, second = gateway.calls_to("busy")
@@ -60,17 +51,14 @@ async def test_retry_after_sets_the_next_delay(
 async def test_annotations_override_the_defaults_and_invalid_ones_fall_back(
     nc: Client, queue: Queue, gateway: RecordingServer, receiver: RecordingServer, start_worker: WorkerFactory
 ) -> None:
-    async def teapot(request: web.Request, body: bytes) -> web.Response:
-        return web.Response(status=418, text="short and stout")
-
-    gateway.behaviours["teapot"] = teapot
+    gateway.behaviours["teapot"] = answer(418, "short and stout")
     worker = start_worker()
     await worker.wait_ready()
 
     # 418 is not in the worker's list; the annotation adds it and allows two attempts in all.
-    await publish_request(nc, queue.subject, _request("teapot", "an-1", receiver.url + "/a", attempts="2", codes="418"))
+    await publish_request(nc, queue.subject, queued("teapot", "an-1", receiver.url + "/a", attempts="2", codes="418"))
     # An invalid value is ignored: the worker's own codes apply, so 418 is final at once.
-    await publish_request(nc, queue.subject, _request("teapot", "an-2", receiver.url + "/b", codes="lots"))
+    await publish_request(nc, queue.subject, queued("teapot", "an-2", receiver.url + "/b", codes="lots"))
 
     await receiver.wait_for(2)
     await wait_for_empty(nc, queue)
@@ -90,11 +78,11 @@ async def test_requests_in_back_off_hold_no_slot_so_fresh_ones_are_not_delayed(
     worker = start_worker(max_inflight="2", initial_retry_wait="2s")
     await worker.wait_ready()
     for i in range(6):
-        await publish_request(nc, queue.subject, _request("cold", f"cold-{i}", receiver.url + f"/cold/{i}"))
+        await publish_request(nc, queue.subject, queued("cold", f"cold-{i}", receiver.url + f"/cold/{i}"))
     await wait_until(lambda: len(gateway.calls_to("cold")) == 6, 10, "first attempts")
 
     for i in range(6):
-        await publish_request(nc, queue.subject, _request("echo", f"fresh-{i}", receiver.url + f"/fresh/{i}"))
+        await publish_request(nc, queue.subject, queued("echo", f"fresh-{i}", receiver.url + f"/fresh/{i}"))
 
     await receiver.wait_for(12)
     fresh = [c.at for c in receiver.calls if c.path_qs.startswith("/fresh/")]
@@ -112,7 +100,7 @@ async def test_requests_waiting_to_retry_survive_a_killed_worker(
     first = start_worker(initial_retry_wait="1s")
     await first.wait_ready()
     for i in range(5):
-        await publish_request(nc, queue.subject, _request("cold", f"k-{i}", receiver.url + f"/cb/{i}"))
+        await publish_request(nc, queue.subject, queued("cold", f"k-{i}", receiver.url + f"/cb/{i}"))
     await wait_until(lambda: len(first.events("Redeliver later")) == 5, 10, "all five waiting to retry")
 
     first.kill()
@@ -137,7 +125,7 @@ async def test_a_failing_callback_is_retried_alone_and_the_function_runs_once(
     worker = start_worker(callback_initial_retry_wait="50ms", callback_max_retry_wait="200ms")
     await worker.wait_ready()
 
-    await publish_request(nc, queue.subject, _request("echo", "cb-1", receiver.url + "/cb"))
+    await publish_request(nc, queue.subject, queued("echo", "cb-1", receiver.url + "/cb"))
 
     await receiver.wait_for(3)
     await wait_for_empty(nc, queue)

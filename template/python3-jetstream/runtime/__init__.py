@@ -10,9 +10,11 @@ from .contract import Ack, Context, DeadLetter, Event, Function, Outcome, Retry,
 from .durations import format_duration, parse_duration
 from .env import Env
 from .errors import ConfigError, ConnectorError, HandlerLoadError
+from .metrics import DURATION_BUCKETS
 from .settings import Settings
 
 __all__ = [
+    "DURATION_BUCKETS",
     "Ack",
     "ConfigError",
     "ConnectorError",
