@@ -135,3 +135,18 @@ async def test_a_failing_callback_is_retried_alone_and_the_function_runs_once(
     assert all(c.header("X-Call-Id") == "cb-1" for c in receiver.calls)
     assert len(gateway.calls) == 1
     assert [e["status"] for e in worker.events("Posted result")] == [200]
+
+
+async def test_an_unreachable_gateway_counts_as_503_and_is_retried(
+    nc: Client, queue: Queue, receiver: RecordingServer, start_worker: WorkerFactory
+) -> None:
+    worker = start_worker(gateway_url="http://127.0.0.1:1", max_retry_attempts="3")
+    await worker.wait_ready()
+
+    await publish_request(nc, queue.subject, queued("figlet", "down-1", receiver.url + "/cb"))
+
+    [callback] = await receiver.wait_for(1)
+    await wait_for_empty(nc, queue)
+    assert (callback.header("X-Function-Status"), callback.header("X-Retry")) == ("503", "2")
+    assert [e["status"] for e in worker.events("Invoked")] == [503, 503, 503]
+    assert all("ConnectError" in e["error"] for e in worker.events("Invoked"))

@@ -10,7 +10,7 @@ import pytest
 from nats.aio.client import Client
 
 from harness.servers import wait_until
-from harness.worker import TEMPLATE
+from harness.worker import HANDLER, TEMPLATE
 from tests.e2e.conftest import Queue, WorkerFactory, create_stream, stream_messages, wait_for_empty
 
 pytestmark = pytest.mark.e2e
@@ -78,17 +78,27 @@ async def test_sigterm_lets_the_running_call_finish_and_exits_zero(
     assert await stream_messages(nc, queue) == 1
 
 
-def test_a_bad_setting_stops_start_up_with_one_line_naming_it() -> None:
+@pytest.mark.parametrize(
+    ("variable", "value", "accepted"),
+    [
+        ("max_inflight", "-1", "whole number from 1"),
+        ("ack_wait", "60", "Go duration"),
+        ("backoff", "sometimes", "one of exponential, full, equal"),
+        ("upstream_timeout", "forever", "Go duration"),
+    ],
+)
+def test_a_bad_setting_stops_start_up_with_one_line_naming_it(variable: str, value: str, accepted: str) -> None:
+    # Runtime settings and the queue-worker's own are both checked before anything starts.
     result = subprocess.run(
         [sys.executable, str(TEMPLATE / "index.py")],
-        env={"max_inflight": "-1", "handler_dir": str(PROBE)},
+        env={variable: value, "handler_dir": str(HANDLER), "nats_url": "nats://127.0.0.1:1"},
         capture_output=True,
         text=True,
         timeout=30,
     )
 
     assert result.returncode == 78
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1
-    assert "max_inflight" in lines[0]
-    assert "whole number" in lines[0]
+    [line] = [line for line in result.stderr.splitlines() if "error" in line]
+    assert variable in line
+    assert accepted in line
+    assert "Starting" not in result.stderr

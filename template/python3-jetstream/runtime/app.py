@@ -66,18 +66,18 @@ async def serve(settings: Settings, function: Function, log: FilteringBoundLogge
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, _on_signal, stopping, log, signum)
-
     registry = CollectorRegistry()
     metrics = RuntimeMetrics.create(settings.metrics_namespace, registry)
     state = ConnectionState()
     context = Context(settings=settings, log=log, registry=registry, environ=environ)
-    log.info(
-        "Starting",
-        maxInflight=settings.max_inflight,
-        stream=settings.stream,
-        durable=settings.durable,
-        queue=settings.queue_name,
-    )
+    # The function validates its own settings here, before anything starts.
+    try:
+        if function.on_startup is not None:
+            await function.on_startup(context)
+    except ConfigError as exc:
+        log.error("Invalid configuration", error=str(exc), variable=exc.variable)
+        return EXIT_CONFIG
+    log.info("Starting", maxInflight=settings.max_inflight, stream=settings.stream, durable=settings.durable)
     served = await probes.start(
         "0.0.0.0",
         (
@@ -87,37 +87,44 @@ async def serve(settings: Settings, function: Function, log: FilteringBoundLogge
     )
     client: Client | None = None
     try:
-        if function.on_startup is not None:
-            await function.on_startup(context)
         client = await _until_stopped(connect(settings, log, state, metrics.reconnects.inc), stopping)
-        if client is None:
-            return 0
-        subscription = await _until_stopped(_bind(client, settings, log), stopping)
-        if subscription is None:
-            return 0
-        state.bound = True
-        log.info("Subscribed", stream=settings.stream, durable=settings.durable)
-        js = client.jetstream()
-        consumer = Consumer(
-            settings=settings,
-            function=function,
-            context=replace(context, publish=_publisher(js)),
-            subscription=subscription,
-            metrics=metrics,
-            dead_letters=DeadLetters(js, stream=settings.dead_letter_stream, subject=settings.dead_letter_subject),
-            stopping=stopping,
-        )
-        await consumer.run()
+        if client is not None:
+            await _consume(client, function, context, metrics, state, stopping)
         return 0
-    except ConfigError as exc:
-        log.error("Invalid configuration", error=str(exc), variable=exc.variable)
-        return EXIT_CONFIG
     finally:
         state.bound = False
         state.closing = True
         await _shut_down(function, context, client, log)
         await served.close()
         log.info("Stopped")
+
+
+async def _consume(
+    client: Client,
+    function: Function,
+    context: Context,
+    metrics: RuntimeMetrics,
+    state: ConnectionState,
+    stopping: asyncio.Event,
+) -> None:
+    """Bind to the consumer (creating what is missing) and consume until stopped."""
+    settings, log = context.settings, context.log
+    subscription = await _until_stopped(_bind(client, settings, log), stopping)
+    if subscription is None:
+        return
+    state.bound = True
+    log.info("Subscribed", stream=settings.stream, durable=settings.durable)
+    js = client.jetstream()
+    consumer = Consumer(
+        settings=settings,
+        function=function,
+        context=replace(context, publish=_publisher(js)),
+        subscription=subscription,
+        metrics=metrics,
+        dead_letters=DeadLetters(js, stream=settings.dead_letter_stream, subject=settings.dead_letter_subject),
+        stopping=stopping,
+    )
+    await consumer.run()
 
 
 async def _bind(client: Client, settings: Settings, log: FilteringBoundLogger) -> JetStreamContext.PullSubscription:
