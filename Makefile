@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 REQUIREMENTS := requirements-dev.txt template/python3-jetstream/requirements.txt queue-worker/requirements.txt
 WORKERS ?= 2
 
-.PHONY: install demo worker dead-letters test test-unit test-e2e lint format typecheck shrinkwrap clean
+.PHONY: install prometheus dashboards demo worker dead-letters test test-unit test-e2e lint format typecheck shrinkwrap clean
 
 install: $(STAMP)
 
@@ -18,6 +18,15 @@ $(STAMP): $(REQUIREMENTS)
 	@# The runtime is imported as in the image (`import runtime`), so the venv sees the template folder.
 	$(BIN)/python -c 'import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()["purelib"], "python3-jetstream.pth").write_text(str(pathlib.Path("template/python3-jetstream").resolve()) + "\n")'
 	touch $@
+
+## Debian's prometheus and promtool, which the dashboard tests run (needs root, as CI and these machines have).
+prometheus:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
+
+## Regenerate dashboards/queue-worker.json from dashboards/build.py.
+dashboards: $(STAMP)
+	$(BIN)/python dashboards/build.py
 
 ## A local run end to end: nats-server, sample functions, a callback receiver and the worker.
 demo: $(STAMP)
@@ -32,14 +41,14 @@ dead-letters: shrinkwrap
 	cd build/queue-worker && ../../$(BIN)/python -m function.dead_letters $(ARGS)
 
 ## Lint, type checks, unit and end-to-end tests.
-test: lint typecheck
+test: lint typecheck prometheus
 	$(BIN)/python -m pytest -n $(WORKERS) tests
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
 
-test-e2e: $(STAMP)
-	$(BIN)/python -m pytest -n $(WORKERS) tests/e2e
+test-e2e: $(STAMP) prometheus
+	$(BIN)/python -m pytest -n $(WORKERS) tests/e2e tests/dashboards
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -14,7 +14,7 @@ from .invoke import Invoker
 from .metrics import WorkerMetrics
 from .settings import WorkerSettings
 from .transport import make_client
-from .worker import USER_AGENT, QueueWorker
+from .worker import USER_AGENT, VERSION, QueueWorker
 
 
 async def on_startup(context: Context) -> None:
@@ -38,7 +38,7 @@ async def on_startup(context: Context) -> None:
         settings=settings,
         invoker=invoker,
         callback_client=callback_client,
-        metrics=WorkerMetrics.create(context.registry),
+        metrics=WorkerMetrics.create(context.registry, VERSION),
         rng=random.Random(),
     )
     context.log.info(

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import platform
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from runtime import DURATION_BUCKETS
 
 NAMESPACE = "queue_worker"
+#: How long requests wait in the queue: from an idle queue to a backlog of hours.
+WAIT_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800, 3600, 7200)
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,11 +24,14 @@ class WorkerMetrics:
     retries: Counter
     callbacks: Counter
     rejected: Counter
+    queue_wait: Histogram
 
     @classmethod
-    def create(cls, registry: CollectorRegistry) -> WorkerMetrics:
-        """Register the metrics on ``registry``."""
+    def create(cls, registry: CollectorRegistry, version: str) -> WorkerMetrics:
+        """Register the metrics on ``registry``, with build info for ``version``."""
         common = {"namespace": NAMESPACE, "registry": registry}
+        build = Info("build", "The queue-worker's version and runtime.", **common)  # type: ignore[arg-type]
+        build.info({"version": version, "python": platform.python_version()})
         return cls(
             inflight=Gauge(
                 "function_invocation_inflight",
@@ -57,6 +63,13 @@ class WorkerMetrics:
                 "messages_rejected",
                 "Messages that could not be decoded, by reason.",
                 ["reason"],
+                **common,  # type: ignore[arg-type]
+            ),
+            queue_wait=Histogram(
+                "queue_wait_seconds",
+                "Time from queueing (X-Start-Time, else the stream's timestamp) to the first attempt.",
+                ["queue_name", "function_name"],
+                buckets=WAIT_BUCKETS,
                 **common,  # type: ignore[arg-type]
             ),
         )

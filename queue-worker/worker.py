@@ -55,7 +55,11 @@ class QueueWorker:
             context.log.error("Cannot decode message", reason=exc.reason, error=str(exc), bytes=len(event.data))
             return DeadLetter("undecodable", {"error": str(exc)})
         log = context.log.bind(callId=request.call_id, function=request.function)
-        age = (datetime.now(UTC) - event.published_at).total_seconds()
+        now = datetime.now(UTC)
+        if event.attempt == 1:
+            waited = queued_for(request, event, now)
+            self.metrics.queue_wait.labels(context.settings.queue_name, self._function_name(request)).observe(waited)
+        age = (now - event.published_at).total_seconds()
         if self.settings.max_message_age_s and age > self.settings.max_message_age_s:
             log.warning("Too old to invoke", age=round(age, 3), maxAge=self.settings.max_message_age_s)
             return DeadLetter("expired", {**_identity(request), "ageSeconds": round(age, 3)})
@@ -173,6 +177,14 @@ class QueueWorker:
         """``name.namespace``, the form the gateway's metrics and autoscaling rules use."""
         name = request.function.strip("/")
         return name if "." in name else f"{name}.{self.settings.function_namespace}"
+
+
+def queued_for(request: QueueRequest, event: Event, now: datetime) -> float:
+    """Seconds since the gateway took the request (``X-Start-Time``, in ns), else since it was stored."""
+    start = request.header_value("X-Start-Time")
+    if start.isdigit():
+        return max(0.0, now.timestamp() - int(start) / 1e9)
+    return max(0.0, (now - event.published_at).total_seconds())
 
 
 def _identity(request: QueueRequest) -> dict[str, Any]:

@@ -1,11 +1,86 @@
-"""Make the queue-worker folder importable as the package ``function``, as it is in the image."""
+"""Fixtures shared by every test folder.
+
+The queue-worker folder is imported as the package ``function``, as it is in the image. Tests
+that need real parts get one nats-server per test process, fresh stream names per test, HTTP
+servers on loopback for the gateway and the callback receiver, and worker processes, each
+stopped when its test ends.
+"""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 from runtime.loader import import_package
 
 ROOT = Path(__file__).resolve().parent.parent
-
 import_package(ROOT / "queue-worker")
+
+import nats  # noqa: E402
+import pytest  # noqa: E402
+from nats.aio.client import Client  # noqa: E402
+
+from harness.natsd import NatsServer  # noqa: E402
+from harness.servers import RecordingServer  # noqa: E402
+from harness.worker import WorkerProcess  # noqa: E402
+from tests.support import Queue, WorkerFactory  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def natsd() -> Iterator[NatsServer]:
+    server = NatsServer().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def queue() -> Queue:
+    tag = uuid.uuid4().hex[:10]
+    return Queue(stream=f"q-{tag}", subject=f"q-{tag}", durable=f"w-{tag}")
+
+
+@pytest.fixture
+async def nc(natsd: NatsServer) -> AsyncIterator[Client]:
+    client = await nats.connect(natsd.url)
+    yield client
+    await client.drain()
+
+
+@pytest.fixture
+async def gateway() -> AsyncIterator[RecordingServer]:
+    server = await RecordingServer().start()
+    yield server
+    await server.close()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[RecordingServer]:
+    server = await RecordingServer().start()
+    yield server
+    await server.close()
+
+
+@pytest.fixture
+def start_worker(natsd: NatsServer, queue: Queue, gateway: RecordingServer) -> Iterator[WorkerFactory]:
+    """Start a worker bound to this test's queue; every worker started is stopped afterwards."""
+    started: list[WorkerProcess] = []
+
+    def start(handler_dir: Path | None = None, **env: str) -> WorkerProcess:
+        settings = {
+            "nats_url": natsd.url,
+            "gateway_url": gateway.url,
+            "ack_wait": "5s",
+            "fetch_wait": "250ms",
+            "initial_retry_wait": "50ms",
+            "max_retry_wait": "400ms",
+            **queue.env(),
+            **env,
+        }
+        worker = WorkerProcess(settings) if handler_dir is None else WorkerProcess(settings, handler_dir=handler_dir)
+        started.append(worker.start())
+        return worker
+
+    yield start
+    for worker in started:
+        worker.close()

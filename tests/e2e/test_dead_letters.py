@@ -22,7 +22,7 @@ from harness.servers import RecordingServer, answer, wait_until
 from harness.shrinkwrap import shrinkwrap
 from harness.worker import ROOT
 from runtime import Settings
-from tests.e2e.conftest import Queue, WorkerFactory, create_stream, dead_letters, wait_for_empty
+from tests.support import Queue, WorkerFactory, create_stream, dead_letters, wait_for_empty
 
 pytestmark = pytest.mark.e2e
 

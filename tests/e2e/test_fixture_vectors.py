@@ -6,8 +6,8 @@ import pytest
 from nats.aio.client import Client
 
 from harness.servers import RecordingServer, wait_until
-from tests.e2e.conftest import Queue, WorkerFactory, create_stream, wait_for_empty
 from tests.fixtures_io import load_vectors
+from tests.support import Queue, WorkerFactory, create_stream, wait_for_empty
 
 pytestmark = pytest.mark.e2e
 VECTORS = load_vectors()

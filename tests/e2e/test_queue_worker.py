@@ -12,7 +12,7 @@ from nats.aio.client import Client
 from harness.natsd import NatsServer
 from harness.publish import QueueRequest, publish_request
 from harness.servers import RecordingServer, answer, wait_until
-from tests.e2e.conftest import Queue, WorkerFactory, create_stream, dead_letters, queued, wait_for_empty
+from tests.support import Queue, WorkerFactory, create_stream, dead_letters, queued, wait_for_empty
 
 pytestmark = pytest.mark.e2e
 

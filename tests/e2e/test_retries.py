@@ -12,7 +12,7 @@ from nats.aio.client import Client
 
 from harness.publish import publish_request
 from harness.servers import Behaviour, RecordingServer, answer, wait_until
-from tests.e2e.conftest import Queue, WorkerFactory, queued, wait_for_empty
+from tests.support import Queue, WorkerFactory, queued, wait_for_empty
 
 pytestmark = pytest.mark.e2e
 

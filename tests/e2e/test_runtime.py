@@ -11,7 +11,7 @@ from nats.aio.client import Client
 
 from harness.servers import wait_until
 from harness.worker import HANDLER, TEMPLATE
-from tests.e2e.conftest import Queue, WorkerFactory, create_stream, stream_messages, wait_for_empty
+from tests.support import Queue, WorkerFactory, create_stream, stream_messages, wait_for_empty
 
 pytestmark = pytest.mark.e2e
 PROBE = Path(__file__).parent / "handlers" / "probe"

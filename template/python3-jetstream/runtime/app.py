@@ -19,7 +19,7 @@ from typing import TypeVar
 import nats.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, disable_created_metrics
 from structlog.typing import FilteringBoundLogger
 
 from . import logs, probes
@@ -31,6 +31,7 @@ from .errors import ConfigError, HandlerLoadError
 from .loader import load_function
 from .metrics import RuntimeMetrics
 from .settings import Settings
+from .stream_state import StreamStateCollector, refresh
 
 T = TypeVar("T")
 
@@ -66,6 +67,8 @@ async def serve(settings: Settings, function: Function, log: FilteringBoundLogge
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, _on_signal, stopping, log, signum)
+    # One series per metric, not two: the *_created timestamps only double what is scraped.
+    disable_created_metrics()
     registry = CollectorRegistry()
     metrics = RuntimeMetrics.create(settings.metrics_namespace, registry)
     state = ConnectionState()
@@ -115,6 +118,8 @@ async def _consume(
     state.bound = True
     log.info("Subscribed", stream=settings.stream, durable=settings.durable)
     js = client.jetstream()
+    collector = StreamStateCollector(settings.metrics_namespace, settings.queue_name)
+    context.registry.register(collector)
     consumer = Consumer(
         settings=settings,
         function=function,
@@ -124,7 +129,12 @@ async def _consume(
         dead_letters=DeadLetters(js, stream=settings.dead_letter_stream, subject=settings.dead_letter_subject),
         stopping=stopping,
     )
-    await consumer.run()
+    refresher = asyncio.create_task(refresh(js, settings, collector, log))
+    try:
+        await consumer.run()
+    finally:
+        refresher.cancel()
+        await asyncio.gather(refresher, return_exceptions=True)
 
 
 async def _bind(client: Client, settings: Settings, log: FilteringBoundLogger) -> JetStreamContext.PullSubscription:

@@ -31,6 +31,7 @@ class Settings:
     port: int
     metrics_port: int
     metrics_namespace: str
+    stream_metrics_interval_s: float
     log_encoding: str
     debug: bool
     client_name: str
@@ -64,6 +65,7 @@ class Settings:
             port=env.integer("port", 8080, minimum=0, maximum=65535),
             metrics_port=env.integer("metrics_port", 8081, minimum=0, maximum=65535),
             metrics_namespace=env.string("metrics_namespace", "jetstream"),
+            stream_metrics_interval_s=env.duration("stream_metrics_interval", 5.0, minimum=0.1),
             log_encoding=env.choice("log_encoding", "console", LOG_ENCODINGS),
             debug=env.boolean("debug", False),
             client_name=env.string("nats_client_name", socket.gethostname()),

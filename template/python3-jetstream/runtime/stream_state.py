@@ -1,0 +1,105 @@
+"""Queue depth from JetStream's own bookkeeping, refreshed off the hot path.
+
+A background task reads the stream's and the consumer's state every ``interval``; scrapes
+read the last snapshot, so a slow or absent NATS never slows a scrape or a message. Every
+replica reports the same stream-wide figures (dashboards and autoscaling rules average them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import nats.errors
+from nats.js import JetStreamContext
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from structlog.typing import FilteringBoundLogger
+
+from .settings import Settings
+
+#: ``function_name`` of the stream-wide pending figure, as the OpenFaaS worker labels it.
+ALL_FUNCTIONS = "all-functions"
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One reading of the stream and consumer state."""
+
+    #: Messages stored and not yet finished: waiting, waiting to retry, or running.
+    messages: int
+    #: The stream's last sequence: every message it ever accepted.
+    submitted: int
+    #: Delivered and not yet acknowledged (running, or waiting for a delayed redelivery).
+    ack_pending: int
+    #: Messages delivered more than once and not yet acknowledged.
+    redelivered: int
+
+
+class StreamStateCollector(Collector):
+    """Exposes the last :class:`Snapshot` under ``namespace``; nothing until the first reading."""
+
+    def __init__(self, namespace: str, queue_name: str) -> None:
+        self._namespace = namespace
+        self._queue = queue_name
+        self.snapshot: Snapshot | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the metric families from the last snapshot."""
+        snapshot = self.snapshot
+        if snapshot is None:
+            return
+        ns, queue = self._namespace, self._queue
+        pending = GaugeMetricFamily(
+            f"{ns}_pending_messages",
+            "Messages waiting to be processed (stored in the work queue and not yet finished).",
+            labels=["queue_name", "function_name"],
+        )
+        pending.add_metric([queue, ALL_FUNCTIONS], snapshot.messages)
+        yield pending
+        submitted = CounterMetricFamily(
+            f"{ns}_messages_submitted",
+            "Messages ever accepted by the stream (its last sequence number).",
+            labels=["queue_name"],
+        )
+        submitted.add_metric([queue], snapshot.submitted)
+        yield submitted
+        for name, help_text, value in (
+            ("consumer_ack_pending", "Messages delivered and not yet acknowledged.", snapshot.ack_pending),
+            (
+                "consumer_redelivered",
+                "Messages delivered more than once and not yet acknowledged.",
+                snapshot.redelivered,
+            ),
+        ):
+            family = GaugeMetricFamily(f"{ns}_{name}", help_text, labels=["queue_name"])
+            family.add_metric([queue], value)
+            yield family
+
+
+async def refresh(
+    js: JetStreamContext,
+    settings: Settings,
+    collector: StreamStateCollector,
+    log: FilteringBoundLogger,
+) -> None:
+    """Read the state every ``stream_metrics_interval`` until cancelled; failures are logged once."""
+    failing = False
+    while True:
+        try:
+            stream = await js.stream_info(settings.stream)
+            consumer = await js.consumer_info(settings.stream, settings.durable)
+        except (nats.errors.Error, TimeoutError) as exc:
+            if not failing:
+                log.warning("Cannot read stream state", error=str(exc) or type(exc).__name__)
+            failing = True
+        else:
+            failing = False
+            collector.snapshot = Snapshot(
+                messages=stream.state.messages,
+                submitted=stream.state.last_seq,
+                ack_pending=consumer.num_ack_pending or 0,
+                redelivered=consumer.num_redelivered or 0,
+            )
+        await asyncio.sleep(settings.stream_metrics_interval_s)

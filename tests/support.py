@@ -1,0 +1,72 @@
+"""Helpers for tests that run real parts: names, requests, and reading the streams."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from nats.aio.client import Client
+from nats.js.api import RetentionPolicy, StreamConfig
+
+from function.dead_letters import StoredDeadLetter, read
+from harness.publish import QueueRequest
+from harness.worker import WorkerProcess
+
+#: The default dead-letter stream, which every test's worker shares (a subject per queue).
+DEAD_LETTER_STREAM = "faas-dead-letter"
+#: Starts a worker bound to the test's queue: ``start_worker(handler_dir=None, **env)``.
+WorkerFactory = Callable[..., WorkerProcess]
+
+
+@dataclass(frozen=True)
+class Queue:
+    """Names of a stream, subject and durable that no other test uses."""
+
+    stream: str
+    subject: str
+    durable: str
+
+    def env(self) -> dict[str, str]:
+        return {"nats_stream": self.stream, "queue_name": self.subject, "nats_durable": self.durable}
+
+
+def queued(
+    function: str, call_id: str, callback: str | None = None, *, body: bytes | None = None, **retry: str
+) -> QueueRequest:
+    """A request as the gateway stores it; ``retry`` holds ``com.openfaas.retry.*`` annotations."""
+    header = {"X-Call-Id": (call_id,), "Content-Type": ("text/plain",)}
+    if callback is not None:
+        header["X-Callback-Url"] = (callback,)
+    annotations = {f"com.openfaas.retry.{key}": value for key, value in retry.items()}
+    return QueueRequest(
+        function=function, body=call_id.encode() if body is None else body, header=header, annotations=annotations
+    )
+
+
+async def create_stream(nc: Client, queue: Queue) -> None:
+    """Create the work-queue stream ahead of the worker, so messages can be published first."""
+    await nc.jetstream().add_stream(
+        StreamConfig(name=queue.stream, subjects=[queue.subject], retention=RetentionPolicy.WORK_QUEUE)
+    )
+
+
+async def stream_messages(nc: Client, queue: Queue) -> int:
+    """How many messages the stream still holds."""
+    info = await nc.jetstream().stream_info(queue.stream)
+    return info.state.messages
+
+
+async def wait_for_empty(nc: Client, queue: Queue, timeout_s: float = 10.0) -> None:
+    """Wait until every message was acked or terminated (a work queue then holds none)."""
+    deadline = time.monotonic() + timeout_s
+    while (left := await stream_messages(nc, queue)) > 0:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"stream {queue.stream} still holds {left} messages")
+        await asyncio.sleep(0.02)
+
+
+async def dead_letters(nc: Client, queue: Queue) -> list[StoredDeadLetter]:
+    """This queue's dead letters, oldest first."""
+    return await read(nc.jetstream(), DEAD_LETTER_STREAM, f"{DEAD_LETTER_STREAM}.{queue.subject}")
