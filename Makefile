@@ -53,6 +53,7 @@ test-e2e: $(STAMP) prometheus
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/hadolint --failure-threshold info template/python3-jetstream/Dockerfile
 
 format: $(STAMP)
 	$(BIN)/ruff format .

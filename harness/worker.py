@@ -29,7 +29,11 @@ class WorkerProcess:
     """One worker process; its JSON log lines are kept in a file and readable as dicts."""
 
     env: Mapping[str, str]
-    handler_dir: Path = HANDLER
+    #: The function folder; ``None`` leaves it to the runtime (``function/`` beside index.py).
+    handler_dir: Path | None = HANDLER
+    #: The interpreter and folder to run ``index.py`` with, for a build context of its own.
+    python: str = sys.executable
+    cwd: Path | None = None
     port: int = field(default_factory=free_port)
     metrics_port: int = field(default_factory=free_port)
     log_path: Path = field(default_factory=lambda: Path(tempfile.mkstemp(prefix="worker-", suffix=".log")[1]))
@@ -40,15 +44,20 @@ class WorkerProcess:
         env = {
             **{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")},
             "log_encoding": "json",
-            "handler_dir": str(self.handler_dir),
             "port": str(self.port),
             "metrics_port": str(self.metrics_port),
             "metrics_namespace": "queue_worker",
             **self.env,
         }
+        index = TEMPLATE / "index.py"
+        if self.cwd is not None:
+            index = self.cwd / "index.py"
+            self.handler_dir = None
+        if self.handler_dir is not None:
+            env["handler_dir"] = str(self.handler_dir)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, str(TEMPLATE / "index.py")], env=env, stdout=log, stderr=subprocess.STDOUT
+                [self.python, str(index)], env=env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT
             )
         return self
 

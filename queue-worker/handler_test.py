@@ -9,7 +9,7 @@ import pytest
 import structlog
 from prometheus_client import CollectorRegistry
 
-from runtime import ConfigError, Context, Event, Settings, Terminate
+from runtime import ConfigError, Context, DeadLetter, Event, Settings
 
 from .handler import handle, on_shutdown, on_startup
 
@@ -23,7 +23,7 @@ def test_a_bad_setting_stops_start_up_naming_the_variable() -> None:
         asyncio.run(on_startup(_context({"backoff": "sometimes"})))
 
 
-def test_an_undecodable_message_is_terminated_without_a_call() -> None:
+def test_an_undecodable_message_is_dead_lettered_without_a_call() -> None:
     async def scenario() -> object:
         context = _context({"gateway_url": "http://127.0.0.1:9"})
         await on_startup(context)
@@ -33,4 +33,6 @@ def test_an_undecodable_message_is_terminated_without_a_call() -> None:
         finally:
             await on_shutdown(context)
 
-    assert isinstance(asyncio.run(scenario()), Terminate)
+    outcome = asyncio.run(scenario())
+    assert isinstance(outcome, DeadLetter)
+    assert outcome.reason == "undecodable"

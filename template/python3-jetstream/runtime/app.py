@@ -68,7 +68,7 @@ async def serve(settings: Settings, function: Function, log: FilteringBoundLogge
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, _on_signal, stopping, log, signum)
     # One series per metric, not two: the *_created timestamps only double what is scraped.
-    disable_created_metrics()
+    disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated in prometheus-client
     registry = CollectorRegistry()
     metrics = RuntimeMetrics.create(settings.metrics_namespace, registry)
     state = ConnectionState()
