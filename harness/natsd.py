@@ -45,24 +45,31 @@ class NatsServer:
 
     def start(self) -> NatsServer:
         """Start and wait until JetStream answers healthy; raise with the server's output if not."""
-        log = open(self.store / "server.log", "ab")  # noqa: SIM115 - the process owns it
-        self.process = subprocess.Popen(
-            [
-                nats_server_binary(),
-                "-a", "127.0.0.1",
-                "-p", str(self.port),
-                "-m", str(self.monitor_port),
-                "-js",
-                "-sd", str(self.store / "js"),
-                *self.extra_args,
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        log.close()
+        self.launch()
+        return self.wait_healthy()
+
+    def launch(self) -> None:
+        """Start the process without waiting for it."""
+        with open(self.store / "server.log", "ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    nats_server_binary(),
+                    "-a", "127.0.0.1",
+                    "-p", str(self.port),
+                    "-m", str(self.monitor_port),
+                    "-js",
+                    "-sd", str(self.store / "js"),
+                    *self.extra_args,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
+
+    def wait_healthy(self) -> NatsServer:
+        """Wait until JetStream answers healthy; raise with the server's output if it does not."""
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
+            if self.process is None or self.process.poll() is not None:
                 break
             try:
                 url = f"http://127.0.0.1:{self.monitor_port}/healthz?js-enabled-only=true"
@@ -86,7 +93,46 @@ class NatsServer:
                 self.process.wait()
         self.process = None
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash; the store stays for a restart."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
     def close(self) -> None:
         """Stop and remove the store."""
         self.stop()
         shutil.rmtree(self.store, ignore_errors=True)
+
+
+@dataclass
+class NatsCluster:
+    """Three (or more) JetStream servers routed to each other on loopback."""
+
+    size: int = 3
+    servers: list[NatsServer] = field(default_factory=list)
+
+    @property
+    def urls(self) -> str:
+        """Every client URL, comma-separated, as ``nats_url`` takes them."""
+        return ",".join(server.url for server in self.servers)
+
+    def start(self) -> NatsCluster:
+        """Start every node; each is healthy once it has joined the JetStream cluster."""
+        cluster_ports = [free_port() for _ in range(self.size)]
+        routes = ",".join(f"nats://127.0.0.1:{port}" for port in cluster_ports)
+        for index, port in enumerate(cluster_ports):
+            args = ("--cluster_name", "qw", "--server_name", f"n{index}", "--cluster", f"nats://127.0.0.1:{port}")
+            self.servers.append(NatsServer(extra_args=(*args, "--routes", routes)))
+        # Nodes wait for each other to elect a meta leader, so start them all before waiting on any.
+        for server in self.servers:
+            server.launch()
+        for server in self.servers:
+            server.wait_healthy()
+        return self
+
+    def close(self) -> None:
+        """Stop every node and remove the stores."""
+        for server in self.servers:
+            server.close()

@@ -8,18 +8,18 @@ In the image (``kubectl exec deploy/queue-worker -- ...``) or from a checkout
 
 Replaying publishes the original message, byte for byte and with its headers, to the subject it
 came from, then deletes the dead letter, so each one is replayed once. A replayed request starts
-its attempts afresh; a replayed callback job only posts the callback again.
+its attempts afresh; a replayed callback job only posts the callback again. A letter whose
+message was cut to fit the server's payload limit is listed but never replayed.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from runtime import ConfigError, Settings
+from runtime.dead_letters import ATTEMPTS, DEAD_AT, DETAIL, HEADERS, PUBLISHED_AT, REASON, SUBJECT, TRUNCATED
 
 #: Headers not carried over on replay: a deduplication id would make the stream drop the replay.
 NOT_REPLAYED = frozenset({"nats-msg-id"})
@@ -38,21 +39,54 @@ class StoredDeadLetter:
     """One dead letter and its place in the dead-letter stream."""
 
     seq: int
-    envelope: dict[str, Any]
+    headers: Mapping[str, str]
+    message: bytes
+
+    @property
+    def reason(self) -> str:
+        return self.headers.get(REASON, "")
+
+    @property
+    def attempts(self) -> int:
+        return int(self.headers.get(ATTEMPTS, "0"))
 
     @property
     def detail(self) -> dict[str, Any]:
         """What the worker recorded: callId, function, lastStatus, lastBody, ..."""
-        detail: dict[str, Any] = self.envelope.get("detail") or {}
+        detail: dict[str, Any] = json.loads(self.headers.get(DETAIL, "{}"))
         return detail
+
+    @property
+    def original_headers(self) -> dict[str, str]:
+        headers: dict[str, str] = json.loads(self.headers.get(HEADERS, "{}"))
+        return headers
+
+    @property
+    def truncated(self) -> bool:
+        return TRUNCATED in self.headers
 
     def matches(self, *, functions: Sequence[str], call_ids: Sequence[str], reasons: Sequence[str]) -> bool:
         """Whether every given filter holds (an empty filter holds for all)."""
         return (
             (not functions or self.detail.get("function") in functions)
             and (not call_ids or self.detail.get("callId") in call_ids)
-            and (not reasons or self.envelope.get("reason") in reasons)
+            and (not reasons or self.reason in reasons)
         )
+
+    def summary(self) -> dict[str, Any]:
+        """Everything but the message itself, for ``list --json``."""
+        return {
+            "seq": self.seq,
+            "reason": self.reason,
+            "subject": self.headers.get(SUBJECT),
+            "attempts": self.attempts,
+            "publishedAt": self.headers.get(PUBLISHED_AT),
+            "deadAt": self.headers.get(DEAD_AT),
+            "detail": self.detail,
+            "headers": self.original_headers,
+            "bytes": int(self.headers.get(TRUNCATED, len(self.message))),
+            "truncated": self.truncated,
+        }
 
 
 async def read(js: JetStreamContext, stream: str, subject: str) -> list[StoredDeadLetter]:
@@ -64,32 +98,31 @@ async def read(js: JetStreamContext, stream: str, subject: str) -> list[StoredDe
             raw = await js.get_msg(stream, seq=seq, subject=subject, next=True)
         except NotFoundError:
             return letters
-        if raw.seq is None or raw.data is None:
+        if raw.seq is None:
             return letters
-        letters.append(StoredDeadLetter(raw.seq, json.loads(raw.data)))
+        letters.append(StoredDeadLetter(raw.seq, dict(raw.headers or {}), raw.data or b""))
         seq = raw.seq + 1
 
 
 async def replay(js: JetStreamContext, stream: str, letter: StoredDeadLetter) -> None:
     """Publish the original message where it came from, then delete the dead letter."""
-    headers = {k: v for k, v in (letter.envelope.get("headers") or {}).items() if k.lower() not in NOT_REPLAYED}
-    data = base64.b64decode(letter.envelope["message"])
-    await js.publish(letter.envelope["subject"], data, headers=headers or None)
+    headers = {k: v for k, v in letter.original_headers.items() if k.lower() not in NOT_REPLAYED}
+    await js.publish(letter.headers[SUBJECT], letter.message, headers=headers or None)
     await js.delete_msg(stream, letter.seq)
 
 
 def _line(letter: StoredDeadLetter) -> str:
-    d, e = letter.detail, letter.envelope
+    d = letter.detail
     fields = [
         f"seq={letter.seq}",
-        f"reason={e.get('reason')}",
+        f"reason={letter.reason}",
         f"function={d.get('function', '-')}",
         f"callId={d.get('callId') or '-'}",
-        f"attempts={e.get('attempts')}",
+        f"attempts={letter.attempts}",
         f"lastStatus={d.get('lastStatus', '-')}",
-        f"deadAt={e.get('deadAt')}",
+        f"deadAt={letter.headers.get(DEAD_AT)}",
     ]
-    return " ".join(fields)
+    return " ".join(fields) + (" truncated" if letter.truncated else "")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -123,7 +156,9 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         ]
         for letter in chosen:
             if args.command == "list":
-                print(json.dumps({"seq": letter.seq, **letter.envelope}) if args.json else _line(letter))
+                print(json.dumps(letter.summary()) if args.json else _line(letter))
+            elif letter.truncated:
+                print(f"skipped, cut to fit the payload limit: {_line(letter)}")
             else:
                 await replay(js, settings.dead_letter_stream, letter)
                 print(f"replayed {_line(letter)}")

@@ -8,6 +8,7 @@ stopped when its test ends.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -25,6 +26,30 @@ from harness.natsd import NatsServer  # noqa: E402
 from harness.servers import RecordingServer  # noqa: E402
 from harness.worker import WorkerProcess  # noqa: E402
 from tests.support import Queue, WorkerFactory  # noqa: E402
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # Only the controlling process starts a fresh fault report; xdist workers append to it.
+    if not hasattr(session.config, "workerinput"):
+        from tests.faults.workload import REPORT
+
+        REPORT.unlink(missing_ok=True)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    from tests.faults.workload import REPORT
+
+    if not REPORT.exists():
+        return
+    rows = [json.loads(line) for line in REPORT.read_text().splitlines() if line.strip()]
+    terminalreporter.section("faults: every request invoked to success or dead-lettered")
+    columns = ("fault", "published", "invoked", "invocations", "dead_lettered", "duplicated")
+    terminalreporter.write_line(f"{columns[0]:<34}" + "".join(f"{c:>14}" for c in columns[1:]) + "  other")
+    for row in sorted(rows, key=lambda r: str(r["fault"])):
+        other = ", ".join(f"{k}={v}" for k, v in row.items() if k not in columns)
+        terminalreporter.write_line(
+            f"{row['fault']:<34}" + "".join(f"{row[c]:>14}" for c in columns[1:]) + f"  {other}"
+        )
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import nats.errors
 from nats.aio.client import Client
 from nats.js.api import RetentionPolicy, StreamConfig
 
@@ -59,14 +60,28 @@ async def stream_messages(nc: Client, queue: Queue) -> int:
 
 
 async def wait_for_empty(nc: Client, queue: Queue, timeout_s: float = 10.0) -> None:
-    """Wait until every message was acked or terminated (a work queue then holds none)."""
+    """Wait until every message was acked or terminated (a work queue then holds none).
+
+    JetStream may not answer for a moment while a cluster elects a new leader; that is retried.
+    """
     deadline = time.monotonic() + timeout_s
-    while (left := await stream_messages(nc, queue)) > 0:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"stream {queue.stream} still holds {left} messages")
-        await asyncio.sleep(0.02)
+    left: int | str = "unknown"
+    while time.monotonic() < deadline:
+        try:
+            left = await stream_messages(nc, queue)
+        except nats.errors.Error:
+            left = "unknown"
+        if left == 0:
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"stream {queue.stream} still holds {left} messages")
 
 
-async def dead_letters(nc: Client, queue: Queue) -> list[StoredDeadLetter]:
-    """This queue's dead letters, oldest first."""
+async def dead_letters(nc: Client, queue: Queue, attempts: int = 20) -> list[StoredDeadLetter]:
+    """This queue's dead letters, oldest first (retried while JetStream does not answer)."""
+    for _ in range(attempts - 1):
+        try:
+            return await read(nc.jetstream(), DEAD_LETTER_STREAM, f"{DEAD_LETTER_STREAM}.{queue.subject}")
+        except nats.errors.Error:
+            await asyncio.sleep(0.5)
     return await read(nc.jetstream(), DEAD_LETTER_STREAM, f"{DEAD_LETTER_STREAM}.{queue.subject}")

@@ -140,7 +140,7 @@ async def test_malformed_messages_and_a_dead_callback_do_not_hold_up_the_rest(
     await wait_until(lambda: bool(worker.events("Callback failed")), 5, "callback failure logged")
     assert worker.events("Callback failed")[0]["callId"] == "dead-cb"
     letters = await dead_letters(nc, queue)
-    assert sorted(letter.envelope["reason"] for letter in letters) == ["callback"] + ["undecodable"] * 5
+    assert sorted(letter.reason for letter in letters) == ["callback"] + ["undecodable"] * 5
     assert (await worker.get("/_/ready")).status_code == 200
     assert (await worker.get("/_/health")).status_code == 200
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
@@ -76,6 +77,18 @@ async def test_sigterm_lets_the_running_call_finish_and_exits_zero(
     assert drained[0]["returned"] == 0
     # The finished call was acked; the unstarted one is still there for the next worker.
     assert await stream_messages(nc, queue) == 1
+
+
+async def test_a_connection_closed_for_good_ends_the_process_so_it_is_restarted(
+    nc: Client, queue: Queue, start_worker: WorkerFactory
+) -> None:
+    worker = start_worker(PROBE)
+    await worker.wait_ready()
+
+    await nc.jetstream().publish(queue.subject, b"overflow")
+
+    assert await asyncio.to_thread(worker.process.wait, 15) == 1  # type: ignore[union-attr]
+    assert worker.events("NATS connection closed for good")
 
 
 @pytest.mark.parametrize(

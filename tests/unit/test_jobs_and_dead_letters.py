@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import base64
-import json
 from datetime import UTC, datetime
 
 import pytest
@@ -10,10 +8,11 @@ from hypothesis import strategies as st
 
 from function.callback import CallbackInfo
 from function.callback_job import CallbackJob
+from function.dead_letters import StoredDeadLetter
 from function.invoke import Result
 from function.queue_request import DecodeError
 from runtime import DeadLetter
-from runtime.dead_letters import envelope
+from runtime.dead_letters import dead_letter_headers, fit
 from runtime.settle import Action, plan
 
 
@@ -47,10 +46,9 @@ def test_a_dead_letter_outcome_stores_then_acks() -> None:
     )
 
 
-def test_the_envelope_keeps_the_original_bytes_and_why() -> None:
+def test_the_headers_say_where_it_came_from_and_why() -> None:
     published = datetime(2026, 11, 28, 1, 0, tzinfo=UTC)
-    body = envelope(
-        data=b"\x00\xffraw",
+    headers = dead_letter_headers(
         headers={"X-Call-Id": "c"},
         subject="faas-request",
         stream="faas-request",
@@ -58,16 +56,29 @@ def test_the_envelope_keeps_the_original_bytes_and_why() -> None:
         attempts=3,
         published_at=published,
         reason="exhausted",
-        detail={"lastStatus": 503},
+        detail={"lastStatus": 503, "lastBody": "line one\nline two"},
         now=published,
     )
+    letter = StoredDeadLetter(7, headers, b"\x00\xffraw")
 
-    document = json.loads(body)
-    assert base64.b64decode(document["message"]) == b"\x00\xffraw"
-    assert document["reason"] == "exhausted"
-    assert document["attempts"] == 3
-    assert document["streamSeq"] == 42
-    assert document["subject"] == "faas-request"
-    assert document["detail"] == {"lastStatus": 503}
-    assert document["headers"] == {"X-Call-Id": "c"}
-    assert document["publishedAt"] == "2026-11-28T01:00:00+00:00"
+    assert headers["Nats-Msg-Id"] == "faas-request-42"
+    assert all("\n" not in value for value in headers.values())
+    assert (letter.reason, letter.attempts) == ("exhausted", 3)
+    assert letter.detail == {"lastStatus": 503, "lastBody": "line one\nline two"}
+    assert letter.original_headers == {"X-Call-Id": "c"}
+    assert letter.summary()["publishedAt"] == "2026-11-28T01:00:00+00:00"
+    assert not letter.truncated
+
+
+@given(size=st.integers(0, 5000), limit=st.integers(2000, 6000))
+def test_a_message_is_cut_only_when_it_would_not_fit(size: int, limit: int) -> None:
+    headers = {"Dead-Letter-Reason": "undecodable", "Dead-Letter-Detail": "{}"}
+    data = b"x" * size
+
+    kept = fit(data, headers, limit)
+
+    wire = len(kept) + len("NATS/1.0\r\n\r\n") + sum(len(f"{k}: {v}\r\n") for k, v in headers.items())
+    assert wire <= limit or kept == b""
+    assert (kept == data) == ("Dead-Letter-Truncated" not in headers)
+    if kept != data:
+        assert headers["Dead-Letter-Truncated"] == str(size)

@@ -37,6 +37,8 @@ T = TypeVar("T")
 
 #: Exit status for a bad setting or an unloadable function (sysexits' EX_CONFIG).
 EXIT_CONFIG = 78
+#: Exit status when the NATS client closed for good on its own.
+EXIT_CONNECTION_LOST = 1
 #: How long the last acknowledgements may take to reach the server at shutdown.
 FLUSH_TIMEOUT_S = 5
 #: Pause between attempts to create or bind the stream and consumer.
@@ -88,12 +90,19 @@ async def serve(settings: Settings, function: Function, log: FilteringBoundLogge
             (probes.metrics_app(registry), settings.metrics_port),
         ),
     )
+    lost = asyncio.Event()
+
+    def on_lost() -> None:
+        # No reconnect follows: stop, and exit non-zero so the orchestrator starts a fresh worker.
+        lost.set()
+        stopping.set()
+
     client: Client | None = None
     try:
-        client = await _until_stopped(connect(settings, log, state, metrics.reconnects.inc), stopping)
+        client = await _until_stopped(connect(settings, log, state, metrics.reconnects.inc, on_lost), stopping)
         if client is not None:
             await _consume(client, function, context, metrics, state, stopping)
-        return 0
+        return EXIT_CONNECTION_LOST if lost.is_set() else 0
     finally:
         state.bound = False
         state.closing = True
@@ -126,7 +135,7 @@ async def _consume(
         context=replace(context, publish=_publisher(js)),
         subscription=subscription,
         metrics=metrics,
-        dead_letters=DeadLetters(js, stream=settings.dead_letter_stream, subject=settings.dead_letter_subject),
+        dead_letters=DeadLetters(js, subject=settings.dead_letter_subject, max_payload=client.max_payload),
         stopping=stopping,
     )
     refresher = asyncio.create_task(refresh(js, settings, collector, log))

@@ -33,8 +33,13 @@ async def connect(
     log: FilteringBoundLogger,
     state: ConnectionState,
     on_reconnect: Callable[[], None],
+    on_lost: Callable[[], None],
 ) -> Client:
-    """Connect, retrying the first connection too, and log every disconnect and reconnect."""
+    """Connect, retrying the first connection too, and log every disconnect and reconnect.
+
+    ``on_lost`` is called if the client closes for good without being asked to: nats-py does
+    that on a protocol error from the server, and no reconnect follows.
+    """
 
     async def disconnected() -> None:
         state.connected = False
@@ -51,6 +56,9 @@ async def connect(
 
     async def closed() -> None:
         state.connected = False
+        if not state.closing:
+            log.error("NATS connection closed for good")
+            on_lost()
 
     log.info("Connecting to NATS", servers=[_without_userinfo(s) for s in settings.nats_servers])
     client = await nats.connect(

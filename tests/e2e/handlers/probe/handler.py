@@ -20,4 +20,7 @@ async def handle(event: Event, context: Context) -> Outcome | None:
         return Terminate(reason="asked to")
     if text == "none":
         return None
+    if text == "overflow":
+        # One byte under the payload limit, plus headers: the server answers -ERR and closes.
+        await context.publish(event.subject, b"x" * (1024 * 1024 - 1), {"X-Padding": "p" * 100})
     return Ack()
