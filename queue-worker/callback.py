@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import httpx
+import aiohttp
 
 from .invoke import Result
 from .transport import forwardable
@@ -61,11 +61,16 @@ class Delivery:
         return self.status is not None and self.status < 500
 
 
-async def post_callback(client: httpx.AsyncClient, url: str, result: Result, info: CallbackInfo) -> Delivery:
-    """POST the result; never raises for a network failure or a bad URL."""
+async def post_callback(session: aiohttp.ClientSession, url: str, result: Result, info: CallbackInfo) -> Delivery:
+    """POST the result; never raises for a network failure, a timeout or a bad URL.
+
+    Redirects are not followed: a receiver's redirect is its answer.
+    """
     try:
-        response = await client.post(url, content=result.body, headers=callback_headers(result, info))
-        await response.aclose()
-    except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
+        async with session.post(
+            url, data=result.body, headers=callback_headers(result, info), allow_redirects=False
+        ) as response:
+            await response.read()
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         return Delivery(None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
-    return Delivery(response.status_code)
+    return Delivery(response.status)

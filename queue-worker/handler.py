@@ -13,7 +13,7 @@ from runtime import Context, Event, Outcome
 from .invoke import Invoker
 from .metrics import WorkerMetrics
 from .settings import WorkerSettings
-from .transport import make_client
+from .transport import make_session
 from .worker import USER_AGENT, VERSION, QueueWorker
 
 
@@ -22,11 +22,11 @@ async def on_startup(context: Context) -> None:
     settings = WorkerSettings.from_env(context.environ)
     pool = context.settings.max_inflight
     invoker = Invoker(
-        client=make_client(timeout_s=settings.upstream_timeout_s, max_connections=pool, user_agent=USER_AGENT),
+        session=make_session(timeout_s=settings.upstream_timeout_s, max_connections=pool, user_agent=USER_AGENT),
         gateway_url=settings.gateway_url,
         timeout_s=settings.upstream_timeout_s,
     )
-    callback_client = make_client(
+    callback_session = make_session(
         timeout_s=settings.callback_timeout_s,
         max_connections=pool,
         user_agent=USER_AGENT,
@@ -37,7 +37,7 @@ async def on_startup(context: Context) -> None:
     context.state["worker"] = QueueWorker(
         settings=settings,
         invoker=invoker,
-        callback_client=callback_client,
+        callback_session=callback_session,
         metrics=WorkerMetrics.create(context.registry, VERSION),
         rng=random.Random(),
     )
@@ -61,4 +61,4 @@ async def on_shutdown(context: Context) -> None:
     worker: QueueWorker | None = context.state.get("worker")
     if worker is not None:
         await worker.invoker.aclose()
-        await worker.callback_client.aclose()
+        await worker.callback_session.close()

@@ -6,7 +6,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-import httpx
+import aiohttp
 
 from .queue_request import QueueRequest
 from .transport import forwardable
@@ -40,14 +40,14 @@ def request_headers(request: QueueRequest) -> list[tuple[str, str]]:
 class Invoker:
     """Invokes functions at ``{gateway_url}/function/...`` within ``timeout_s``."""
 
-    def __init__(self, *, client: httpx.AsyncClient, gateway_url: str, timeout_s: float) -> None:
-        self._client = client
+    def __init__(self, *, session: aiohttp.ClientSession, gateway_url: str, timeout_s: float) -> None:
+        self._session = session
         self._gateway_url = gateway_url
         self._timeout_s = timeout_s
 
     async def aclose(self) -> None:
         """Close the connection pool."""
-        await self._client.aclose()
+        await self._session.close()
 
     def url(self, request: QueueRequest) -> str:
         """The full URL the function is called at."""
@@ -57,25 +57,21 @@ class Invoker:
         """Make the call; a transport failure becomes 503 and a timeout 504, never an exception."""
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(self._timeout_s):
-                response = await self._client.send(
-                    self._client.build_request(
-                        request.method,
-                        self.url(request),
-                        headers=request_headers(request),
-                        content=request.body,
-                    ),
-                    stream=True,
-                )
-                try:
-                    body = b"".join([chunk async for chunk in response.aiter_raw()])
-                finally:
-                    await response.aclose()
+            async with (
+                asyncio.timeout(self._timeout_s),
+                self._session.request(
+                    request.method,
+                    self.url(request),
+                    headers=request_headers(request),
+                    data=request.body,
+                    allow_redirects=False,
+                ) as response,
+            ):
+                body = await response.read()
         except TimeoutError:
-            return Result(
-                TIMEOUT_STATUS, (), b"", time.perf_counter() - started, f"no answer within {self._timeout_s:g}s"
-            )
-        except httpx.HTTPError as exc:
+            elapsed = time.perf_counter() - started
+            return Result(TIMEOUT_STATUS, (), b"", elapsed, f"no answer within {self._timeout_s:g}s")
+        except aiohttp.ClientError as exc:
             detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             return Result(TRANSPORT_FAILURE_STATUS, (), b"", time.perf_counter() - started, detail)
-        return Result(response.status_code, tuple(response.headers.multi_items()), body, time.perf_counter() - started)
+        return Result(response.status, tuple(response.headers.items()), body, time.perf_counter() - started)

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
+import aiohttp
 from structlog.typing import FilteringBoundLogger
 
 from runtime import Ack, Context, DeadLetter, Event, Outcome, Retry
@@ -40,7 +40,7 @@ class QueueWorker:
 
     settings: WorkerSettings
     invoker: Invoker
-    callback_client: httpx.AsyncClient
+    callback_session: aiohttp.ClientSession
     metrics: WorkerMetrics
     rng: random.Random
 
@@ -152,7 +152,7 @@ class QueueWorker:
 
     async def _post(self, url: str, result: Result, info: CallbackInfo, log: FilteringBoundLogger) -> bool:
         """Post once; True when the receiver took it (any status below 500)."""
-        delivery = await post_callback(self.callback_client, url, result, info)
+        delivery = await post_callback(self.callback_session, url, result, info)
         self.metrics.callbacks.labels("ok" if delivery.ok else "failed").inc()
         shown = self._loggable(url)
         if delivery.status is None:

@@ -49,7 +49,7 @@ async def test_the_shrinkwrapped_queue_worker_installs_starts_and_processes_a_re
     stack = yaml.safe_load((ROOT / "stack.yml").read_text())
     context = shrinkwrap(ROOT, "queue-worker", stack["functions"]["queue-worker"], build_dir=tmp_path / "build")
     assert (context / "function" / "worker.py").is_file()  # the handler overlaid the starter
-    assert "httpx" in (context / "function" / "requirements.txt").read_text()
+    assert "aiohttp" in (context / "function" / "requirements.txt").read_text()
     assert not (context / "function" / "__pycache__").exists()
 
     # And installed into a clean venv, with the function's tests run as the image's test stage runs them

@@ -1,0 +1,293 @@
+"""``make bench``: the worker against a minimal hand-written loop, in one run, on this machine.
+
+Starts nats-server and a fast function server (and reports that server's own rate), then for
+each scenario fills a fresh stream, lets the implementation drain it, and reads the rate from
+the function server's first and last call. Prints a table and writes ``bench/results.json``.
+Figures are ratios within one run: absolute rates move with the machine's load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+import nats
+from nats.aio.client import Client
+from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
+
+from bench.load import measure_server
+from harness.natsd import NatsServer
+from harness.ports import free_port
+from harness.publish import QueueRequest, encode
+from harness.worker import HANDLER, ROOT, TEMPLATE
+
+RESULTS = Path(__file__).with_name("results.json")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    function: str
+    inflight: int
+    messages: int
+
+
+SCENARIOS = (
+    Scenario("trivial, 1 in flight", "echo", 1, 1500),
+    Scenario("trivial, 10 in flight", "echo", 10, 4000),
+    Scenario("trivial, 100 in flight", "echo", 100, 10000),
+    Scenario("trivial, 1000 in flight", "echo", 1000, 10000),
+    Scenario("100 ms function, 1000 in flight", "sleep", 1000, 10000),
+)
+
+
+@dataclass
+class Result:
+    implementation: str
+    scenario: str
+    inflight: int
+    messages: int
+    rate: float
+    cpu_s_per_1000: float
+    peak_rss_mb: float
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Bench:
+    def __init__(self, natsd: NatsServer, nc: Client, function_port: int) -> None:
+        self.natsd = natsd
+        self.nc = nc
+        self.gateway = f"http://127.0.0.1:{function_port}"
+        self.logs = Path(tempfile.mkdtemp(prefix="bench-"))
+
+    async def stats(self) -> dict[str, object]:
+        async with httpx.AsyncClient() as client:
+            answer: dict[str, object] = (await client.get(f"{self.gateway}/stats")).json()
+            return answer
+
+    async def fresh_queue(self) -> tuple[str, str]:
+        name = f"bench-{uuid.uuid4().hex[:8]}"
+        js = self.nc.jetstream()
+        await js.add_stream(StreamConfig(name=name, subjects=[name], retention=RetentionPolicy.WORK_QUEUE))
+        await js.add_consumer(
+            name,
+            ConsumerConfig(durable_name="bench", ack_policy=AckPolicy.EXPLICIT, ack_wait=60, max_ack_pending=-1),
+        )
+        return name, "bench"
+
+    def start(self, implementation: str, stream: str, durable: str, inflight: int) -> subprocess.Popen[bytes]:
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "nats_url": self.natsd.url,
+            "nats_stream": stream,
+            "queue_name": stream,
+            "nats_durable": durable,
+            "gateway_url": self.gateway,
+            "max_inflight": str(inflight),
+            "log_encoding": "json",
+            "metrics_namespace": "queue_worker",
+            "handler_dir": str(HANDLER),
+            "port": str(free_port()),
+            "metrics_port": str(free_port()),
+        }
+        command = (
+            [sys.executable, str(TEMPLATE / "index.py")]
+            if implementation == "queue-worker"
+            else [sys.executable, "-m", "bench.handwritten"]
+        )
+        with open(self.logs / f"{implementation}-{stream}.log", "wb") as log:
+            return subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+
+    async def wait_bound(self, stream: str, durable: str) -> None:
+        """Until the implementation has a pull request waiting on the consumer."""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if (await self.nc.jetstream().consumer_info(stream, durable)).num_waiting:
+                return
+            await asyncio.sleep(0.05)
+        raise TimeoutError("implementation never pulled")
+
+    async def fill(self, stream: str, function: str, count: int, start_time: bool = False) -> None:
+        payload = encode(QueueRequest(function=function, body=b"hello", header={"Content-Type": ("text/plain",)}))
+        for i in range(count):
+            if start_time:
+                request = QueueRequest(
+                    function=function, body=b"hello", header={"X-Start-Time": (str(time.time_ns()),)}
+                )
+                payload = encode(request)
+            await self.nc.publish(stream, payload)
+            if i % 1000 == 999:
+                await self.nc.flush()
+        await self.nc.flush()
+
+    async def drained(self, stream: str, timeout_s: float = 120) -> None:
+        deadline = time.monotonic() + timeout_s
+        while (await self.nc.jetstream().stream_info(stream)).state.messages:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{stream} not drained")
+            await asyncio.sleep(0.05)
+
+    async def run(self, implementation: str, scenario: Scenario) -> Result:
+        stream, durable = await self.fresh_queue()
+        process = self.start(implementation, stream, durable, scenario.inflight)
+        try:
+            await self.wait_bound(stream, durable)
+            await self.stats()  # reset
+            cpu_before = _cpu_seconds(process.pid)
+            await self.fill(stream, scenario.function, scenario.messages)
+            await self.drained(stream)
+            stats = await self.stats()
+            cpu = _cpu_seconds(process.pid) - cpu_before
+            count = int(stats["count"])  # type: ignore[call-overload]
+            span = float(stats["last"]) - float(stats["first"])  # type: ignore[arg-type]
+            return Result(
+                implementation,
+                scenario.name,
+                scenario.inflight,
+                count,
+                round((count - 1) / span, 1) if span > 0 else 0.0,
+                round(cpu / count * 1000, 3),
+                round(_peak_rss_mb(process.pid), 1),
+            )
+        finally:
+            process.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(process.wait, 30)
+
+    async def latency(self, implementation: str, rate: float, seconds: float = 5.0) -> dict[str, float]:
+        """Publish at ``rate`` per second with X-Start-Time; the function server measures the delay."""
+        stream, durable = await self.fresh_queue()
+        process = self.start(implementation, stream, durable, 100)
+        try:
+            await self.wait_bound(stream, durable)
+            await self.stats()
+            interval = 1.0 / rate
+            started = time.monotonic()
+            sent = 0
+            while time.monotonic() - started < seconds:
+                due = int((time.monotonic() - started) / interval) + 1
+                for _ in range(due - sent):
+                    request = QueueRequest(function="echo", header={"X-Start-Time": (str(time.time_ns()),)})
+                    await self.nc.publish(stream, encode(request))
+                sent = due
+                await self.nc.flush()
+                await asyncio.sleep(interval / 2)
+            await self.drained(stream)
+            latencies = sorted(float(x) for x in (await self.stats())["latencies_ms"])  # type: ignore[attr-defined]
+            return {
+                "rate": round(rate, 1),
+                "p50_ms": round(statistics.median(latencies), 2),
+                "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1], 2),
+                "samples": len(latencies),
+            }
+        finally:
+            process.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(process.wait, 30)
+
+
+def start_function_server(port: int) -> subprocess.Popen[bytes]:
+    """The function server in a process of its own, so it has its own core to run on."""
+    return subprocess.Popen([sys.executable, "-m", "bench.function_server", str(port)], cwd=ROOT)
+
+
+async def main() -> int:
+    natsd = NatsServer().start()
+    port = free_port()
+    server = start_function_server(port)
+    try:
+        await asyncio.sleep(0.5)
+        server_rate = await asyncio.to_thread(measure_server, port, 100, 3.0)
+        print(f"function server alone: at least {server_rate:,.0f} requests/s (100 connections, Python client)")
+        nc = await nats.connect(natsd.url)
+        bench = Bench(natsd, nc, port)
+        await bench.stats()
+        results: list[Result] = []
+        for scenario in SCENARIOS:
+            for implementation in ("queue-worker", "hand-written"):
+                result = await bench.run(implementation, scenario)
+                results.append(result)
+                print(f"  {implementation:<13} {scenario.name:<34} {result.rate:>9,.0f}/s", flush=True)
+        peak = max(r.rate for r in results if r.implementation == "queue-worker" and r.scenario.startswith("trivial"))
+        latency = {impl: await bench.latency(impl, peak / 2) for impl in ("queue-worker", "hand-written")}
+        await nc.close()
+        report = summarise(results, latency, server_rate)
+        RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+        print_table(report)
+        return 0
+    finally:
+        server.terminate()
+        server.wait()
+        natsd.close()
+
+
+def summarise(results: list[Result], latency: dict[str, dict[str, float]], server_rate: float) -> dict[str, object]:
+    by = {(r.implementation, r.scenario): r for r in results}
+    ours = {r.scenario: r for r in results if r.implementation == "queue-worker"}
+    ratios = {scenario: round(ours[scenario].rate / by[("hand-written", scenario)].rate, 3) for scenario in ours}
+    at_100 = ours["trivial, 100 in flight"].rate
+    targets = {
+        "100 in flight >= 80% of hand-written": ratios["trivial, 100 in flight"] >= 0.8,
+        "1000 in flight >= 90% of ours at 100": ours["trivial, 1000 in flight"].rate >= 0.9 * at_100,
+        "100 ms at 1000 in flight >= 70% of hand-written": ratios["100 ms function, 1000 in flight"] >= 0.7,
+        "p99 added latency at half of peak < 10 ms": latency["queue-worker"]["p99_ms"] < 10,
+        "peak RSS at 1000 in flight < 150 MB": ours["100 ms function, 1000 in flight"].peak_rss_mb < 150,
+    }
+    return {
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "function_server_rate_at_least": round(server_rate),
+        "results": [asdict(r) for r in results],
+        "ratio_to_hand_written": ratios,
+        "latency_at_half_peak": latency,
+        "targets": targets,
+    }
+
+
+def print_table(report: dict[str, object]) -> None:
+    results = report["results"]
+    assert isinstance(results, list)
+    print()
+    print(f"{'scenario':<34} {'impl':<13} {'req/s':>9} {'CPU s/1000':>11} {'peak RSS MB':>12} {'ours/hand':>10}")
+    ratios = report["ratio_to_hand_written"]
+    assert isinstance(ratios, dict)
+    for r in results:
+        ratio = f"{ratios[r['scenario']]:.2f}" if r["implementation"] == "queue-worker" else ""
+        print(
+            f"{r['scenario']:<34} {r['implementation']:<13} {r['rate']:>9,.0f} {r['cpu_s_per_1000']:>11.3f} "
+            f"{r['peak_rss_mb']:>12.1f} {ratio:>10}"
+        )
+    latency = report["latency_at_half_peak"]
+    assert isinstance(latency, dict)
+    for impl, figures in latency.items():
+        rate, p50, p99 = figures["rate"], figures["p50_ms"], figures["p99_ms"]
+        print(f"added latency at {rate:,.0f}/s ({impl}): p50 {p50} ms, p99 {p99} ms")
+    targets = report["targets"]
+    assert isinstance(targets, dict)
+    for target, met in targets.items():
+        print(f"  [{'met' if met else 'MISSED'}] {target}")
+    print(f"\nwritten to {RESULTS.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
