@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 REQUIREMENTS := requirements-dev.txt template/python3-jetstream/requirements.txt queue-worker/requirements.txt
 WORKERS ?= 2
 
-.PHONY: install prometheus dashboards demo worker dead-letters test test-unit test-e2e lint format typecheck shrinkwrap clean
+.PHONY: install prometheus dashboards demo worker dead-letters bench test test-unit test-e2e lint format typecheck shrinkwrap clean
 
 install: $(STAMP)
 
@@ -39,6 +39,10 @@ worker: $(STAMP)
 ## List or replay dead letters, e.g. ARGS="list" or ARGS="replay --call-id ID"; same variables as the worker.
 dead-letters: shrinkwrap
 	cd build/queue-worker && ../../$(BIN)/python -m function.dead_letters $(ARGS)
+
+## The benchmark: prints a table and writes bench/results.json (a minute or so).
+bench: $(STAMP)
+	$(BIN)/python -m bench
 
 ## Lint, type checks, unit and end-to-end tests.
 test: lint typecheck prometheus

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
 
@@ -57,16 +56,14 @@ class Invoker:
         """Make the call; a transport failure becomes 503 and a timeout 504, never an exception."""
         started = time.perf_counter()
         try:
-            async with (
-                asyncio.timeout(self._timeout_s),
-                self._session.request(
-                    request.method,
-                    self.url(request),
-                    headers=request_headers(request),
-                    data=request.body,
-                    allow_redirects=False,
-                ) as response,
-            ):
+            # The session's ClientTimeout(total=upstream_timeout) bounds connecting, sending and reading.
+            async with self._session.request(
+                request.method,
+                self.url(request),
+                headers=request_headers(request),
+                data=request.body,
+                allow_redirects=False,
+            ) as response:
                 body = await response.read()
         except TimeoutError:
             elapsed = time.perf_counter() - started

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from runtime import DURATION_BUCKETS
 
 NAMESPACE = "queue_worker"
+M = TypeVar("M", Counter, Gauge, Histogram)
 #: How long requests wait in the queue: from an idle queue to a backlog of hours.
 WAIT_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800, 3600, 7200)
 
@@ -25,6 +27,15 @@ class WorkerMetrics:
     callbacks: Counter
     rejected: Counter
     queue_wait: Histogram
+    _children: dict[tuple[int, tuple[str, ...]], Any] = field(default_factory=dict)
+
+    def of(self, metric: M, *labels: str) -> M:
+        """``metric.labels(*labels)``, kept for reuse: the label sets repeat with every message."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     @classmethod
     def create(cls, registry: CollectorRegistry, version: str) -> WorkerMetrics:

@@ -47,6 +47,8 @@ class RetryPolicy:
         Returns:
             The policy to use and one message per annotation that was invalid and ignored.
         """
+        if not annotations:
+            return self, []
         overrides: dict[str, Any] = {}
         problems: list[str] = []
         readers: dict[str, tuple[str, Callable[[str], Any]]] = {

@@ -43,14 +43,19 @@ class QueueRequest:
     annotations: Mapping[str, str] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
     environment: Mapping[str, str] = field(default_factory=dict)
+    #: Lower-case header name to its first value, derived once from ``header``.
+    _first: Mapping[str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        first: dict[str, str] = {}
+        for key, values in self.header.items():
+            if values:
+                first.setdefault(key.lower(), values[0])
+        object.__setattr__(self, "_first", first)
 
     def header_value(self, name: str) -> str:
         """The first value of a header, matched case-insensitively, or ``""``."""
-        wanted = name.lower()
-        for key, values in self.header.items():
-            if key.lower() == wanted and values:
-                return values[0]
-        return ""
+        return self._first.get(name.lower(), "")
 
     @property
     def call_id(self) -> str:
@@ -161,7 +166,7 @@ def _callback(key: str, value: Any) -> GoURL | None:
             return parse(value)
         except URLError as exc:
             raise DecodeError("callback_url", str(exc)) from exc
-    return GoURL(**_struct(key, _object(key, value, "a URL object or string") or (), _URL_FIELDS))
+    return GoURL(**_URL.read(key, _object(key, value, "a URL object or string") or ()))
 
 
 #: ``QueueRequest`` JSON keys, their attribute and reader.
@@ -181,19 +186,34 @@ _FIELDS: dict[str, tuple[str, Callable[[str, Any], Any]]] = {
 }
 
 
-def _struct(
-    where: str, pairs: Iterable[tuple[str, Any]], fields: Mapping[str, tuple[str, Callable[[str, Any], Any]]]
-) -> dict[str, Any]:
-    """Read a JSON object into attributes the way Go fills a struct, key by key in order."""
-    folded = {_fold(name): name for name in fields}
-    values: dict[str, Any] = {}
-    for key, value in pairs:
-        name = key if key in fields else folded.get(_fold(key))
-        if name is None:
-            continue
-        attribute, read = fields[name]
-        values[attribute] = read(f"{where}.{name}" if where else name, value)
-    return values
+@dataclass(frozen=True, slots=True)
+class _Struct:
+    """A Go struct's JSON fields: each name with its attribute and reader, and the folded names
+    Go also accepts (computed once, not per message)."""
+
+    fields: Mapping[str, tuple[str, Callable[[str, Any], Any]]]
+    folded: Mapping[str, str]
+
+    @classmethod
+    def of(cls, fields: Mapping[str, tuple[str, Callable[[str, Any], Any]]]) -> _Struct:
+        return cls(fields, {_fold(name): name for name in fields})
+
+    def read(self, where: str, pairs: Iterable[tuple[str, Any]]) -> dict[str, Any]:
+        """Read a JSON object into attributes the way Go fills a struct, key by key in order."""
+        values: dict[str, Any] = {}
+        for key, value in pairs:
+            name = key if key in self.fields else self.folded.get(_fold(key))
+            if name is None:
+                continue
+            attribute, read = self.fields[name]
+            values[attribute] = read(f"{where}.{name}" if where else name, value)
+        return values
+
+
+_URL = _Struct.of(_URL_FIELDS)
+#: One decoder for every message: json.loads with a hook would build a new one each time.
+_DECODER = json.JSONDecoder(object_pairs_hook=_Pairs)
+_REQUEST = _Struct.of(_FIELDS)
 
 
 def decode(data: bytes) -> QueueRequest:
@@ -203,12 +223,12 @@ def decode(data: bytes) -> QueueRequest:
         DecodeError: not JSON, not an object, a wrong type, bad base64 or no ``Function``.
     """
     try:
-        document = json.loads(data, object_pairs_hook=_Pairs)
+        document = _DECODER.decode(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DecodeError("json", f"not JSON ({exc})") from exc
     if not isinstance(document, _Pairs):
         raise DecodeError("type", f"expected a JSON object, got {type(document).__name__}")
-    values = _struct("", document, _FIELDS)
+    values = _REQUEST.read("", document)
     if not values.get("function", "").strip("/"):
         raise DecodeError("function", "Function is empty or missing")
     if not values.get("method"):

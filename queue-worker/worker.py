@@ -51,14 +51,15 @@ class QueueWorker:
         try:
             request = decode(event.data)
         except DecodeError as exc:
-            self.metrics.rejected.labels(exc.reason).inc()
+            self.metrics.of(self.metrics.rejected, exc.reason).inc()
             context.log.error("Cannot decode message", reason=exc.reason, error=str(exc), bytes=len(event.data))
             return DeadLetter("undecodable", {"error": str(exc)})
         log = context.log.bind(callId=request.call_id, function=request.function)
         now = datetime.now(UTC)
         if event.attempt == 1:
             waited = queued_for(request, event, now)
-            self.metrics.queue_wait.labels(context.settings.queue_name, self._function_name(request)).observe(waited)
+            queue, name = context.settings.queue_name, self._function_name(request)
+            self.metrics.of(self.metrics.queue_wait, queue, name).observe(waited)
         age = (now - event.published_at).total_seconds()
         if self.settings.max_message_age_s and age > self.settings.max_message_age_s:
             log.warning("Too old to invoke", age=round(age, 3), maxAge=self.settings.max_message_age_s)
@@ -81,7 +82,7 @@ class QueueWorker:
             now=datetime.now(UTC),
         )
         if isinstance(decision, RetryLater):
-            self.metrics.retries.labels(self._function_name(request), str(result.status)).inc()
+            self.metrics.of(self.metrics.retries, self._function_name(request), str(result.status)).inc()
             return Retry(decision.delay_s, reason=f"status {result.status}")
         info = CallbackInfo(request.call_id, request.function, event.attempt - 1, policy.max_retries, USER_AGENT)
         await self._callback(request, result, info, event, context, log)
@@ -92,18 +93,19 @@ class QueueWorker:
 
     async def _invoke(self, request: QueueRequest, queue: str, log: FilteringBoundLogger) -> Result:
         name = self._function_name(request)
-        log.info("Invoke", bytes=len(request.body), url=self._loggable(self.invoker.url(request)))
         if self.settings.debug:
+            # At info this would be a second line per call; "Invoked" below carries the same fields.
+            log.debug("Invoke", bytes=len(request.body), url=self.invoker.url(request))
             log.debug("Request body", body=request.body.decode("utf-8", "replace"))
-        inflight = self.metrics.inflight.labels(queue, name)
+        inflight = self.metrics.of(self.metrics.inflight, queue, name)
         inflight.inc()
         try:
             result = await self.invoker.invoke(request)
         finally:
             inflight.dec()
         code = str(result.status)
-        self.metrics.invocations.labels(name, code).inc()
-        self.metrics.duration.labels(name, code).observe(result.duration_s)
+        self.metrics.of(self.metrics.invocations, name, code).inc()
+        self.metrics.of(self.metrics.duration, name, code).observe(result.duration_s)
         fields = {"status": result.status, "duration": round(result.duration_s, 6), "bytes": len(result.body)}
         if result.error:
             log.warning("Invoked", error=result.error, **fields)
@@ -153,7 +155,7 @@ class QueueWorker:
     async def _post(self, url: str, result: Result, info: CallbackInfo, log: FilteringBoundLogger) -> bool:
         """Post once; True when the receiver took it (any status below 500)."""
         delivery = await post_callback(self.callback_session, url, result, info)
-        self.metrics.callbacks.labels("ok" if delivery.ok else "failed").inc()
+        self.metrics.of(self.metrics.callbacks, "ok" if delivery.ok else "failed").inc()
         shown = self._loggable(url)
         if delivery.status is None:
             log.warning("Callback failed", url=shown, error=delivery.error)

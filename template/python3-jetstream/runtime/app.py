@@ -72,7 +72,7 @@ async def serve(settings: Settings, function: Function, log: FilteringBoundLogge
     # One series per metric, not two: the *_created timestamps only double what is scraped.
     disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated in prometheus-client
     registry = CollectorRegistry()
-    metrics = RuntimeMetrics.create(settings.metrics_namespace, registry)
+    metrics = RuntimeMetrics.create(settings.metrics_namespace, settings.queue_name, registry)
     state = ConnectionState()
     context = Context(settings=settings, log=log, registry=registry, environ=environ)
     # The function validates its own settings here, before anything starts.

@@ -68,14 +68,16 @@ class Consumer:
         self._dead_letters = dead_letters
         self._stopping = stopping
         self._inflight: dict[asyncio.Task[None], InFlight] = {}
-        self._queue = settings.queue_name
+        #: Set when a slot frees up or stopping begins: what a full consumer waits for.
+        self._wake = asyncio.Event()
 
     async def run(self) -> None:
         """Consume until stopped; then let running calls finish within ``shutdown_timeout``."""
         stop_waiter = asyncio.create_task(self._stopping.wait())
+        stop_waiter.add_done_callback(lambda _: self._wake.set())
         heartbeat = asyncio.create_task(self._heartbeat())
         try:
-            await self._consume(stop_waiter)
+            await self._consume()
         finally:
             await self._drain()
             for task in (heartbeat, stop_waiter):
@@ -84,11 +86,13 @@ class Consumer:
             with contextlib.suppress(nats.errors.Error):  # The connection is going away anyway.
                 await self._subscription.unsubscribe()
 
-    async def _consume(self, stop_waiter: asyncio.Task[bool]) -> None:
+    async def _consume(self) -> None:
         while not self._stopping.is_set():
             free = self._settings.max_inflight - len(self._inflight)
             if free <= 0:
-                await asyncio.wait({*self._inflight, stop_waiter}, return_when=asyncio.FIRST_COMPLETED)
+                # One event, not asyncio.wait over every task: that costs O(max_inflight) per wake-up.
+                self._wake.clear()
+                await self._wake.wait()
                 continue
             messages = await self._fetch(free)
             if self._stopping.is_set():
@@ -113,7 +117,11 @@ class Consumer:
         flight = InFlight(msg)
         task = asyncio.create_task(self._process(flight))
         self._inflight[task] = flight
-        task.add_done_callback(self._inflight.pop)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        del self._inflight[task]
+        self._wake.set()
 
     async def _process(self, flight: InFlight) -> None:
         msg = flight.msg
@@ -128,7 +136,7 @@ class Consumer:
         )
         context = self._context.bind(delivery=event.attempt, streamSeq=event.stream_seq)
         started = time.monotonic()
-        self._metrics.inflight.labels(self._queue).inc()
+        self._metrics.inflight.inc()
         try:
             outcome = await self._call(event, context)
         except asyncio.CancelledError:
@@ -136,9 +144,9 @@ class Consumer:
             await asyncio.shield(self._settle(flight, Action("nak", reason="shutdown"), context))
             raise
         finally:
-            self._metrics.inflight.labels(self._queue).dec()
+            self._metrics.inflight.dec()
         await asyncio.shield(self._settle(flight, plan(outcome), context))
-        self._metrics.handler_duration.labels(self._queue).observe(time.monotonic() - started)
+        self._metrics.handler_duration.observe(time.monotonic() - started)
 
     async def _call(self, event: Event, context: Context) -> Outcome | None:
         try:
@@ -146,11 +154,11 @@ class Consumer:
             result: object = await self._function.handle(event, context)
         except Exception:
             context.log.exception("Handler failed")
-            self._metrics.handler_errors.labels(self._queue).inc()
+            self._metrics.handler_errors.inc()
             return Retry(error_delay(event.attempt), reason="handler exception")
         if result is not None and not isinstance(result, Ack | Retry | Terminate | DeadLetter):
             context.log.error("Handler returned something that is not an outcome", type=type(result).__name__)
-            self._metrics.handler_errors.labels(self._queue).inc()
+            self._metrics.handler_errors.inc()
             return Retry(error_delay(event.attempt), reason="handler result")
         return result
 
@@ -171,15 +179,15 @@ class Consumer:
         self._observe(action, context)
 
     def _observe(self, action: Action, context: Context) -> None:
-        self._metrics.settled.labels(self._queue, action.verb).inc()
+        self._metrics.settled[action.verb].inc()
         if action.verb != "nak":
-            self._metrics.processed.labels(self._queue).inc()
+            self._metrics.processed.inc()
         if action.verb == "nak" and action.reason != "shutdown":
             context.log.info("Redeliver later", reason=action.reason, delay=round(action.delay_s, 3))
         elif action.verb == "term":
             context.log.warning("Terminated", reason=action.reason)
         elif action.verb == "dead-letter":
-            self._metrics.dead_letters.labels(self._queue, action.reason).inc()
+            self._metrics.dead_letters.labels(self._settings.queue_name, action.reason).inc()
             context.log.warning("Dead-lettered", reason=action.reason, subject=self._dead_letters.subject)
 
     async def _heartbeat(self) -> None:
