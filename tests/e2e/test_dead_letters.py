@@ -123,4 +123,4 @@ async def test_the_command_lists_and_replays_by_call_id(
     await wait_until(lambda: len(worker.events("Dead-lettered")) == 3, 10, "replayed request dead again")
     remaining = [letter.detail["callId"] for letter in await dead_letters(nc, queue)]
     assert sorted(remaining) == ["keep-1", "replay-1"]
-    assert [e["callId"] for e in worker.events("Invoke")].count("replay-1") == 2
+    assert [e["callId"] for e in worker.events("Invoked")].count("replay-1") == 2

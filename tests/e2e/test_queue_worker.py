@@ -161,8 +161,9 @@ async def test_logs_hold_no_body_or_authorization_unless_debug(
     text = worker.log_text()
     assert "hunter2" not in text
     assert "secret-payload" not in text
-    invoke = worker.events("Invoke")[0]
-    assert (invoke["callId"], invoke["function"], invoke["delivery"], invoke["bytes"]) == ("log-1", "echo", 1, 14)
+    invoked = worker.events("Invoked")[0]
+    assert (invoked["callId"], invoked["function"], invoked["delivery"], invoked["status"]) == ("log-1", "echo", 1, 200)
+    assert invoked["bytes"] == len(b"secret-payload")  # the echo's answer: counted, never shown
     assert all(isinstance(json.loads(line), dict) for line in text.splitlines() if line.strip())
 
 
