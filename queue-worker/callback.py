@@ -12,6 +12,7 @@ from .transport import forwardable
 #: Headers this worker sets on every callback, replacing any the function returned.
 OWN_HEADERS = (
     "x-call-id",
+    "x-call-status",
     "x-function-status",
     "x-function-name",
     "x-duration-seconds",
@@ -30,6 +31,8 @@ class CallbackInfo:
     retries: int
     max_retries: int
     user_agent: str
+    #: Set for a call that was never invoked (``cancelled``); else derived from the status.
+    state: str = ""
 
 
 def callback_headers(result: Result, info: CallbackInfo) -> list[tuple[str, str]]:
@@ -38,6 +41,7 @@ def callback_headers(result: Result, info: CallbackInfo) -> list[tuple[str, str]
     if info.call_id:
         headers.append(("X-Call-Id", info.call_id))
     headers += [
+        ("X-Call-Status", info.state or final_state(result.status)),
         ("X-Function-Status", str(result.status)),
         ("X-Function-Name", info.function),
         ("X-Duration-Seconds", f"{result.duration_s:f}"),
@@ -46,6 +50,11 @@ def callback_headers(result: Result, info: CallbackInfo) -> list[tuple[str, str]
         ("User-Agent", info.user_agent),
     ]
     return headers
+
+
+def final_state(status: int) -> str:
+    """``succeeded`` for a 2xx or 3xx answer, else ``failed``."""
+    return "succeeded" if 200 <= status < 400 else "failed"
 
 
 @dataclass(frozen=True, slots=True)

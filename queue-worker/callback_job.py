@@ -44,6 +44,7 @@ class CallbackJob:
                 "retries": self.info.retries,
                 "maxRetries": self.info.max_retries,
                 "userAgent": self.info.user_agent,
+                "state": self.info.state,
             },
             separators=(",", ":"),
         ).encode()
@@ -70,6 +71,7 @@ class CallbackJob:
                 retries=int(doc["retries"]),
                 max_retries=int(doc["maxRetries"]),
                 user_agent=str(doc["userAgent"]),
+                state=str(doc.get("state", "")),
             )
             return cls(url=str(doc["url"]), result=result, info=info)
         except (ValueError, KeyError, TypeError, binascii.Error) as exc:

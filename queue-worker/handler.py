@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import random
 
+from aiohttp import web
+
 from runtime import Context, Event, Outcome
 
+from .call_status import CallStatus
+from .front_door import FrontDoor, FunctionCheck
 from .invoke import Invoker
 from .metrics import WorkerMetrics
 from .settings import WorkerSettings
@@ -34,12 +38,25 @@ async def on_startup(context: Context) -> None:
     )
     if settings.tls_insecure:
         context.log.warning("TLS verification of callback receivers is off (tls_insecure=true)")
+    status = CallStatus(
+        settings.call_status_bucket, settings.call_status_ttl_s, replicas=context.settings.stream_replicas
+    )
+    check = None
+    if settings.check_function_exists:
+        check = FunctionCheck(
+            session=invoker.session,
+            gateway_url=settings.gateway_url,
+            credentials=settings.gateway_credentials,
+            ttl_s=settings.function_cache_ttl_s,
+        )
+    context.state["front_door"] = FrontDoor(settings=settings, context=context, status=status, check=check)
     context.state["worker"] = QueueWorker(
         settings=settings,
         invoker=invoker,
         callback_session=callback_session,
         metrics=WorkerMetrics.create(context.registry, VERSION),
         rng=random.Random(),
+        status=status,
     )
     context.log.info(
         "Queue-worker ready",
@@ -48,6 +65,18 @@ async def on_startup(context: Context) -> None:
         retryCodes=sorted(settings.retry.codes),
         maxRetryAttempts=settings.retry.attempts,
     )
+
+
+async def on_connect(context: Context) -> None:
+    """Create the call-status buckets and follow cancellations."""
+    worker: QueueWorker = context.state["worker"]
+    await worker.status.connect(context.nats())
+
+
+def http_routes(context: Context) -> list[web.AbstractRouteDef]:
+    """The async front door, served on ``port`` beside the probes."""
+    front_door: FrontDoor = context.state["front_door"]
+    return front_door.routes()
 
 
 async def handle(event: Event, context: Context) -> Outcome:
@@ -60,5 +89,6 @@ async def on_shutdown(context: Context) -> None:
     """Close the HTTP clients."""
     worker: QueueWorker | None = context.state.get("worker")
     if worker is not None:
+        await worker.status.close()
         await worker.invoker.aclose()
         await worker.callback_session.close()

@@ -40,13 +40,13 @@ class Invoker:
     """Invokes functions at ``{gateway_url}/function/...`` within ``timeout_s``."""
 
     def __init__(self, *, session: aiohttp.ClientSession, gateway_url: str, timeout_s: float) -> None:
-        self._session = session
+        self.session = session
         self._gateway_url = gateway_url
         self._timeout_s = timeout_s
 
     async def aclose(self) -> None:
         """Close the connection pool."""
-        await self._session.close()
+        await self.session.close()
 
     def url(self, request: QueueRequest) -> str:
         """The full URL the function is called at."""
@@ -57,7 +57,7 @@ class Invoker:
         started = time.perf_counter()
         try:
             # The session's ClientTimeout(total=upstream_timeout) bounds connecting, sending and reading.
-            async with self._session.request(
+            async with self.session.request(
                 request.method,
                 self.url(request),
                 headers=request_headers(request),

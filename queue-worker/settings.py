@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from runtime import ConfigError, Env
@@ -30,6 +31,17 @@ class WorkerSettings:
     function_namespace: str
     tls_insecure: bool
     debug: bool
+    #: How long call status is kept; 0 switches call status and cancelling off.
+    call_status_ttl_s: float
+    call_status_bucket: str
+    #: Largest message the front door stores; 0 means the NATS server's max payload.
+    max_request_size: int
+    check_function_exists: bool
+    function_cache_ttl_s: float
+    #: Basic auth for the front door's routes, from the OpenFaaS secrets below, or None.
+    front_door_credentials: tuple[str, str] | None
+    #: Basic auth for the gateway's system API, when the secrets exist.
+    gateway_credentials: tuple[str, str] | None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> WorkerSettings:
@@ -69,6 +81,13 @@ class WorkerSettings:
             function_namespace=env.string("function_namespace", "openfaas-fn"),
             tls_insecure=env.boolean("tls_insecure", False),
             debug=env.boolean("debug", False),
+            call_status_ttl_s=env.duration("call_status_ttl", 24 * 3600.0),
+            call_status_bucket=env.string("call_status_bucket", "queue-worker-calls"),
+            max_request_size=env.integer("max_request_size", 0, minimum=0, maximum=64 * 1024 * 1024),
+            check_function_exists=env.boolean("check_function_exists", False),
+            function_cache_ttl_s=env.duration("function_cache_ttl", 5.0),
+            front_door_credentials=_front_door_credentials(env),
+            gateway_credentials=_basic_auth(env),
         )
 
 
@@ -78,3 +97,24 @@ def _gateway_url(env: Env) -> str:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError("gateway_url", value, "expected an http:// or https:// URL")
     return value.rstrip("/")
+
+
+def _basic_auth(env: Env) -> tuple[str, str] | None:
+    """The gateway's ``basic-auth-user`` and ``basic-auth-password`` secrets, if mounted."""
+    folder = Path(env.string("secret_mount_path", "/var/openfaas/secrets"))
+    user, password = folder / "basic-auth-user", folder / "basic-auth-password"
+    if not (user.is_file() and password.is_file()):
+        return None
+    return user.read_text().strip(), password.read_text().strip()
+
+
+def _front_door_credentials(env: Env) -> tuple[str, str] | None:
+    if not env.boolean("front_door_basic_auth", False):
+        return None
+    credentials = _basic_auth(env)
+    if credentials is None:
+        folder = env.string("secret_mount_path", "/var/openfaas/secrets")
+        raise ConfigError(
+            "front_door_basic_auth", "true", f"expected the secrets basic-auth-user and basic-auth-password in {folder}"
+        )
+    return credentials

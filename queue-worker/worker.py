@@ -8,6 +8,7 @@ attempts). A callback that fails is queued as a :class:`CallbackJob` and retried
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -19,7 +20,8 @@ from structlog.typing import FilteringBoundLogger
 from runtime import Ack, Context, DeadLetter, Event, Outcome, Retry
 
 from .backoff import exponential_delay, jitter
-from .callback import CallbackInfo, post_callback
+from .call_status import CallStatus
+from .callback import CallbackInfo, final_state, post_callback
 from .callback_job import CALLBACK, JOB_HEADER, CallbackJob
 from .invoke import Invoker, Result
 from .metrics import WorkerMetrics
@@ -43,6 +45,7 @@ class QueueWorker:
     callback_session: aiohttp.ClientSession
     metrics: WorkerMetrics
     rng: random.Random
+    status: CallStatus
 
     async def handle(self, event: Event, context: Context) -> Outcome:
         """Route a message: a callback job, or a queued request."""
@@ -55,6 +58,8 @@ class QueueWorker:
             context.log.error("Cannot decode message", reason=exc.reason, error=str(exc), bytes=len(event.data))
             return DeadLetter("undecodable", {"error": str(exc)})
         log = context.log.bind(callId=request.call_id, function=request.function)
+        if self.status.is_cancelled(request.call_id):
+            return await self._cancelled(request, event, context, log)
         now = datetime.now(UTC)
         if event.attempt == 1:
             waited = queued_for(request, event, now)
@@ -63,6 +68,7 @@ class QueueWorker:
         age = (now - event.published_at).total_seconds()
         if self.settings.max_message_age_s and age > self.settings.max_message_age_s:
             log.warning("Too old to invoke", age=round(age, 3), maxAge=self.settings.max_message_age_s)
+            await self.status.write(request.call_id, request.function, "dead-lettered", reason="expired")
             return DeadLetter("expired", {**_identity(request), "ageSeconds": round(age, 3)})
         return await self._attempt(request, event, context, log)
 
@@ -72,6 +78,7 @@ class QueueWorker:
         policy, problems = self.settings.retry.with_annotations(request.annotations)
         for problem in problems:
             log.warning("Invalid retry annotation", problem=problem)
+        await self.status.write(request.call_id, request.function, "running", attempt=event.attempt)
         result = await self._invoke(request, context.settings.queue_name, log)
         decision = decide(
             policy,
@@ -83,13 +90,34 @@ class QueueWorker:
         )
         if isinstance(decision, RetryLater):
             self.metrics.of(self.metrics.retries, self._function_name(request), str(result.status)).inc()
+            next_at = time.time() + decision.delay_s
+            await self.status.write(
+                request.call_id,
+                request.function,
+                "waiting",
+                attempt=event.attempt,
+                lastStatus=result.status,
+                nextAttemptAt=next_at,
+            )
             return Retry(decision.delay_s, reason=f"status {result.status}")
         info = CallbackInfo(request.call_id, request.function, event.attempt - 1, policy.max_retries, USER_AGENT)
         await self._callback(request, result, info, event, context, log)
+        outcome = {"attempt": event.attempt, "status": result.status, "durationSeconds": round(result.duration_s, 6)}
         if decision == Final(exhausted=True):
             log.warning("Retries exhausted", status=result.status, attempts=event.attempt)
+            await self.status.write(request.call_id, request.function, "dead-lettered", reason="exhausted", **outcome)
             return DeadLetter("exhausted", {**_identity(request), **_last_result(result)})
+        await self.status.write(request.call_id, request.function, final_state(result.status), **outcome)
         return Ack(reason=f"status {result.status}")
+
+    async def _cancelled(
+        self, request: QueueRequest, event: Event, context: Context, log: FilteringBoundLogger
+    ) -> Outcome:
+        """Not invoked: the call was cancelled. The callback says so, with status 0."""
+        log.info("Cancelled, not invoked")
+        info = CallbackInfo(request.call_id, request.function, event.attempt - 1, 0, USER_AGENT, state="cancelled")
+        await self._callback(request, Result(0, (), b"", 0.0), info, event, context, log)
+        return Ack(reason="cancelled")
 
     async def _invoke(self, request: QueueRequest, queue: str, log: FilteringBoundLogger) -> Result:
         name = self._function_name(request)

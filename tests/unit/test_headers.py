@@ -39,6 +39,7 @@ def test_the_callback_carries_the_function_headers_and_the_workers_own() -> None
     assert callback_headers(result, info) == [
         ("Content-Type", "application/json"),
         ("X-Call-Id", "c-1"),
+        ("X-Call-Status", "succeeded"),
         ("X-Function-Status", "201"),
         ("X-Function-Name", "f"),
         ("X-Duration-Seconds", "0.500000"),

@@ -9,7 +9,7 @@ from __future__ import annotations
 from .contract import Ack, Context, DeadLetter, Event, Function, Outcome, Retry, Terminate
 from .durations import format_duration, parse_duration
 from .env import Env
-from .errors import ConfigError, ConnectorError, HandlerLoadError
+from .errors import ConfigError, ConnectorError, HandlerLoadError, NotConnected
 from .metrics import DURATION_BUCKETS
 from .settings import Settings
 
@@ -24,6 +24,7 @@ __all__ = [
     "Event",
     "Function",
     "HandlerLoadError",
+    "NotConnected",
     "Outcome",
     "Retry",
     "Settings",

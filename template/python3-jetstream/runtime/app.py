@@ -12,7 +12,6 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Coroutine, Mapping
-from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -25,7 +24,7 @@ from structlog.typing import FilteringBoundLogger
 from . import logs, probes
 from .connection import ConnectionState, connect, ensure_topology
 from .consumer import Consumer
-from .contract import Context, Function, Publish
+from .contract import Context, Function
 from .dead_letters import DeadLetters
 from .errors import ConfigError, HandlerLoadError
 from .loader import load_function
@@ -100,6 +99,7 @@ async def serve(settings: Settings, function: Function, log: FilteringBoundLogge
     client: Client | None = None
     try:
         client = await _until_stopped(connect(settings, log, state, metrics.reconnects.inc, on_lost), stopping)
+        context.link.client = client
         if client is not None:
             await _consume(client, function, context, metrics, state, stopping)
         return EXIT_CONNECTION_LOST if lost.is_set() else 0
@@ -124,6 +124,8 @@ async def _consume(
     subscription = await _until_stopped(_bind(client, settings, log), stopping)
     if subscription is None:
         return
+    if function.on_connect is not None:
+        await function.on_connect(context)
     state.bound = True
     log.info("Subscribed", stream=settings.stream, durable=settings.durable)
     js = client.jetstream()
@@ -132,7 +134,7 @@ async def _consume(
     consumer = Consumer(
         settings=settings,
         function=function,
-        context=replace(context, publish=_publisher(js)),
+        context=context,
         subscription=subscription,
         metrics=metrics,
         dead_letters=DeadLetters(js, subject=settings.dead_letter_subject, max_payload=client.max_payload),
@@ -156,13 +158,6 @@ async def _bind(client: Client, settings: Settings, log: FilteringBoundLogger) -
         except (TimeoutError, nats.errors.Error) as exc:
             log.warning("JetStream not ready", error=str(exc) or type(exc).__name__, retryIn=TOPOLOGY_RETRY_S)
             await asyncio.sleep(TOPOLOGY_RETRY_S)
-
-
-def _publisher(js: JetStreamContext) -> Publish:
-    async def publish(subject: str, data: bytes, headers: Mapping[str, str] | None) -> None:
-        await js.publish(subject, data, headers=dict(headers) if headers else None)
-
-    return publish
 
 
 async def _until_stopped(work: Awaitable[T], stopping: asyncio.Event) -> T | None:

@@ -9,14 +9,17 @@ redelivers the message after a delay.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, TypeAlias
 
+from aiohttp import web
+from nats.aio.client import Client
 from prometheus_client import CollectorRegistry
 from structlog.typing import FilteringBoundLogger
 
+from .errors import NotConnected
 from .settings import Settings
 
 
@@ -72,12 +75,24 @@ class DeadLetter:
 
 
 Outcome: TypeAlias = Ack | Retry | Terminate | DeadLetter
-#: Publishes a follow-up message and waits for the stream to store it.
-Publish: TypeAlias = Callable[[str, bytes, Mapping[str, str] | None], Awaitable[None]]
 
 
-async def _cannot_publish(subject: str, data: bytes, headers: Mapping[str, str] | None) -> None:
-    raise RuntimeError("publish is available only inside the running connector")
+class Link:
+    """The NATS connection as it is now: none before connecting or after closing."""
+
+    def __init__(self) -> None:
+        self.client: Client | None = None
+
+    def nats(self) -> Client:
+        """The connected client.
+
+        Raises:
+            NotConnected: not connected now (not yet, reconnecting, or closed).
+        """
+        client = self.client
+        if client is None or not client.is_connected:
+            raise NotConnected("not connected to NATS")
+        return client
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,13 +110,29 @@ class Context:
     registry: CollectorRegistry
     state: dict[str, Any] = field(default_factory=dict)
     environ: Mapping[str, str] = field(default_factory=dict)
-    #: Publish a follow-up message (a job for later, say) to JetStream and wait for its ack.
-    publish: Publish = _cannot_publish
+    link: Link = field(default_factory=Link)
 
     def bind(self, **fields: Any) -> Context:
         """Return a copy whose logger carries ``fields`` as well."""
         # Built directly rather than with dataclasses.replace: this runs for every message.
-        return Context(self.settings, self.log.bind(**fields), self.registry, self.state, self.environ, self.publish)
+        return Context(self.settings, self.log.bind(**fields), self.registry, self.state, self.environ, self.link)
+
+    def nats(self) -> Client:
+        """The NATS client, for JetStream or key-value use of the function's own.
+
+        Raises:
+            NotConnected: not connected right now.
+        """
+        return self.link.nats()
+
+    async def publish(self, subject: str, data: bytes, headers: Mapping[str, str] | None = None) -> None:
+        """Publish a follow-up message (a job for later, say) and wait until a stream stores it.
+
+        Raises:
+            NotConnected: not connected right now.
+            nats.errors.Error: the stream did not confirm it.
+        """
+        await self.nats().jetstream().publish(subject, data, headers=dict(headers) if headers else None)
 
 
 class Handle(Protocol):
@@ -111,12 +142,21 @@ class Handle(Protocol):
 
 
 Hook: TypeAlias = Callable[[Context], Awaitable[None]]
+#: Returns aiohttp routes to serve beside the probes on ``port``.
+Routes: TypeAlias = Callable[[Context], Iterable[web.AbstractRouteDef]]
 
 
 @dataclass(frozen=True, slots=True)
 class Function:
-    """A loaded function module: its ``handle`` and optional lifecycle hooks."""
+    """A loaded function module: its ``handle`` and optional hooks.
+
+    ``on_startup`` runs before anything connects (validate settings, open clients there);
+    ``on_connect`` runs once the consumer is bound (create key-value buckets there);
+    ``http_routes`` adds routes to the server on ``port``; ``on_shutdown`` runs last.
+    """
 
     handle: Handle
     on_startup: Hook | None = None
+    on_connect: Hook | None = None
     on_shutdown: Hook | None = None
+    http_routes: Routes | None = None

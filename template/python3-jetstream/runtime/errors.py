@@ -4,7 +4,8 @@
 
     ConnectorError
      ├── ConfigError       a setting is missing or invalid; the message names the variable
-     └── HandlerLoadError  the function package cannot be imported or has no ``handle``
+     ├── HandlerLoadError  the function package cannot be imported or has no ``handle``
+     └── NotConnected      NATS is not reachable right now (before connecting, or reconnecting)
 """
 
 from __future__ import annotations
@@ -26,3 +27,7 @@ class ConfigError(ConnectorError):
 
 class HandlerLoadError(ConnectorError):
     """The function package cannot be loaded."""
+
+
+class NotConnected(ConnectorError):
+    """NATS cannot be used right now; try again later (an HTTP route answers 503)."""

@@ -58,5 +58,7 @@ def load_function(directory: Path) -> Function:
     return Function(
         handle=handle,
         on_startup=getattr(module, "on_startup", None),
+        on_connect=getattr(module, "on_connect", None),
         on_shutdown=getattr(module, "on_shutdown", None),
+        http_routes=getattr(module, "http_routes", None),
     )

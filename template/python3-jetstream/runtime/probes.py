@@ -7,7 +7,7 @@ cannot consume and the OpenFaaS probes (``GET /_/health``) see a live process.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -28,8 +28,10 @@ class Probes:
             await runner.cleanup()
 
 
-def probe_app(state: ConnectionState, is_stopping: Callable[[], bool]) -> web.Application:
-    """Build the application served on ``port``."""
+def probe_app(
+    state: ConnectionState, is_stopping: Callable[[], bool], routes: Iterable[web.AbstractRouteDef] = ()
+) -> web.Application:
+    """Build the application served on ``port``: the probes, and the function's own ``routes``."""
 
     async def health(_: web.Request) -> web.Response:
         return web.Response(text="OK")
@@ -40,9 +42,11 @@ def probe_app(state: ConnectionState, is_stopping: Callable[[], bool]) -> web.Ap
         reason = "stopping" if is_stopping() else "not connected" if not state.connected else "consumer not bound"
         return web.Response(status=503, text=reason)
 
-    app = web.Application()
+    # Large enough for any payload NATS is configured to take; routes enforce their own limits.
+    app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_get("/_/health", health)
     app.router.add_get("/_/ready", ready)
+    app.router.add_routes(routes)
     return app
 
 

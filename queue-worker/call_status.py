@@ -1,0 +1,134 @@
+"""What happened to a call: its status, kept by call id in a JetStream key-value bucket.
+
+Every state change is one small JSON value under the call's key: ``queued`` (by the front door),
+``running``, ``waiting`` (for a retry, with the attempt and when the next one is due),
+``succeeded`` or ``failed`` (with the status and duration), ``dead-lettered`` and ``cancelled``.
+Workers write with plain publishes to the bucket's subject, so no message waits for a round
+trip; values expire with the bucket's TTL. Cancellations go to a second bucket that every worker
+follows live, so checking one costs a set lookup, not a request.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
+
+#: States after which nothing more happens to a call.
+FINAL = frozenset({"succeeded", "failed", "dead-lettered", "cancelled"})
+
+
+def key(call_id: str) -> str:
+    """A bucket key for any call id (keys allow only ``[-/_=.a-zA-Z0-9]``, and a dot splits tokens)."""
+    return base64.urlsafe_b64encode(call_id.encode()).decode().rstrip("=")
+
+
+def record(call_id: str, function: str, state: str, **fields: Any) -> bytes:
+    """A status value: the state, when it was written, and whatever the state carries."""
+    return json.dumps(
+        {"callId": call_id, "function": function, "state": state, "updatedAt": time.time(), **fields},
+        separators=(",", ":"),
+    ).encode()
+
+
+@dataclass
+class CallStatus:
+    """One queue's call status and cancellations; a no-op when ``ttl_s`` is 0 (switched off)."""
+
+    bucket: str
+    ttl_s: float
+    replicas: int = 1
+    cancelled: dict[str, float] = field(default_factory=dict)
+    _client: Client | None = None
+    _subscription: Subscription | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.ttl_s > 0
+
+    @property
+    def cancel_bucket(self) -> str:
+        return f"{self.bucket}-cancelled"
+
+    async def connect(self, client: Client) -> None:
+        """Create both buckets if missing, load the cancellations, and follow new ones."""
+        if not self.enabled:
+            return
+        self._client = client
+        js = client.jetstream()
+        for name in (self.bucket, self.cancel_bucket):
+            try:
+                await js.key_value(name)
+            except BucketNotFoundError:
+                await js.create_key_value(
+                    KeyValueConfig(bucket=name, ttl=self.ttl_s, storage=StorageType.FILE, replicas=self.replicas)
+                )
+        self._subscription = await client.subscribe(f"$KV.{self.cancel_bucket}.>", cb=self._on_cancel)
+        try:
+            for existing in await (await js.key_value(self.cancel_bucket)).keys():
+                self.cancelled[existing] = time.monotonic() + self.ttl_s
+        except NoKeysError:
+            pass
+
+    async def _on_cancel(self, msg: Msg) -> None:
+        self.cancelled[msg.subject.rsplit(".", 1)[1]] = time.monotonic() + self.ttl_s
+
+    def is_cancelled(self, call_id: str) -> bool:
+        """Whether the call was cancelled (forgotten after the bucket's TTL, as the bucket forgets)."""
+        if not call_id or not self.cancelled:
+            return False
+        expiry = self.cancelled.get(key(call_id))
+        if expiry is None:
+            return False
+        if expiry < time.monotonic():
+            del self.cancelled[key(call_id)]
+            return False
+        return True
+
+    async def write(self, call_id: str, function: str, state: str, **fields: Any) -> None:
+        """Record a state without waiting for the server (order is kept per connection)."""
+        if self.enabled and call_id and self._client is not None and self._client.is_connected:
+            await self._client.publish(f"$KV.{self.bucket}.{key(call_id)}", record(call_id, function, state, **fields))
+
+    async def create(self, client: Client, call_id: str, function: str, **fields: Any) -> bool:
+        """Record ``queued`` unless the call is known already; returns whether it was new."""
+        if not self.enabled:
+            return True
+        kv = await client.jetstream().key_value(self.bucket)
+        try:
+            await kv.create(key(call_id), record(call_id, function, "queued", **fields))
+        except KeyWrongLastSequenceError:
+            return False
+        return True
+
+    async def read(self, client: Client, call_id: str) -> Mapping[str, Any] | None:
+        """The call's last recorded status, or ``None`` when none is kept."""
+        kv = await client.jetstream().key_value(self.bucket)
+        try:
+            entry = await kv.get(key(call_id))
+        except KeyNotFoundError:
+            return None
+        if not entry.value:
+            return None
+        status: dict[str, Any] = json.loads(entry.value)
+        return status
+
+    async def cancel(self, client: Client, call_id: str, function: str) -> None:
+        """Mark the call cancelled: workers skip it from now on, and its status says so."""
+        await (await client.jetstream().key_value(self.cancel_bucket)).put(key(call_id), b"")
+        await (await client.jetstream().key_value(self.bucket)).put(
+            key(call_id), record(call_id, function, "cancelled")
+        )
+
+    async def close(self) -> None:
+        if self._subscription is not None:
+            await self._subscription.unsubscribe()

@@ -1,0 +1,214 @@
+"""The async front door: enqueue like the gateway's ``/async-function/`` route, look up, cancel.
+
+``POST /async-function/{name}[/{path}]`` stores a ``QueueRequest`` exactly as the gateway would
+and answers 202 with ``X-Call-Id`` (generated when the caller sent none). The call id is the
+message's ``Nats-Msg-Id``, so the same call submitted twice within the stream's duplicate window
+is stored once. ``GET /async-function/{call-id}`` answers the call's status as JSON, and
+``DELETE /async-function/{call-id}`` cancels a call that has not finished: it is not invoked
+again, and its callback says so. Served on ``port``, so also through the gateway at
+``/function/queue-worker/async-function/...``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+import nats.errors
+from aiohttp import web
+
+from runtime import Context, NotConnected
+
+from .call_status import FINAL, CallStatus
+from .gourl import URLError, parse
+from .queue_request import QueueRequest, encode
+from .settings import WorkerSettings
+
+#: What the gateway accepts as a function name (its NameExpression).
+NAME = "[-a-zA-Z_0-9.]+"
+#: Room the stream needs besides the message itself (the Nats-Msg-Id header and framing).
+HEADER_ROOM = 512
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def canonical_header(name: str) -> str:
+    """Go's ``http.CanonicalHeaderKey``, which the gateway's stored headers went through."""
+    if not re.fullmatch(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", name):
+        return name
+    return "-".join(part[:1].upper() + part[1:].lower() for part in name.split("-"))
+
+
+@dataclass
+class FunctionCheck:
+    """Asks the gateway whether a function exists, remembering answers for a few seconds."""
+
+    session: aiohttp.ClientSession
+    gateway_url: str
+    credentials: tuple[str, str] | None
+    ttl_s: float
+    known: dict[str, tuple[bool, float]] = field(default_factory=dict)
+
+    async def exists(self, function: str) -> bool:
+        """Whether the gateway knows ``function`` (``name`` or ``name.namespace``).
+
+        Raises:
+            aiohttp.ClientError, TimeoutError: the gateway could not be asked.
+        """
+        cached = self.known.get(function)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        name, _, namespace = function.partition(".")
+        auth = aiohttp.BasicAuth(*self.credentials) if self.credentials else None
+        params = {"namespace": namespace} if namespace else {}
+        async with self.session.get(
+            f"{self.gateway_url}/system/function/{name}", params=params, auth=auth, allow_redirects=False
+        ) as response:
+            await response.read()
+            if response.status not in (200, 404):
+                raise aiohttp.ClientResponseError(response.request_info, (), status=response.status)
+        found = response.status == 200
+        self.known[function] = (found, time.monotonic() + self.ttl_s)
+        return found
+
+
+class FrontDoor:
+    """The routes and what they share."""
+
+    def __init__(
+        self, *, settings: WorkerSettings, context: Context, status: CallStatus, check: FunctionCheck | None
+    ) -> None:
+        self._settings = settings
+        self._context = context
+        self._status = status
+        self._check = check
+
+    def routes(self) -> list[web.AbstractRouteDef]:
+        """The aiohttp routes, behind basic auth when it is configured."""
+        guard = self._guarded
+        return [
+            web.post(f"/async-function/{{name:{NAME}}}", guard(self.enqueue)),
+            web.post(f"/async-function/{{name:{NAME}}}/{{path:.*}}", guard(self.enqueue)),
+            web.get("/async-function/{call_id}", guard(self.lookup)),
+            web.delete("/async-function/{call_id}", guard(self.cancel)),
+        ]
+
+    def _guarded(self, handler: Handler) -> Handler:
+        credentials = self._settings.front_door_credentials
+        if credentials is None:
+            return handler
+        expected = "Basic " + base64.b64encode(f"{credentials[0]}:{credentials[1]}".encode()).decode()
+
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            given = request.headers.get("Authorization", "")
+            if not hmac.compare_digest(given.encode(), expected.encode()):
+                raise web.HTTPUnauthorized(headers={"WWW-Authenticate": 'Basic realm="queue-worker"'})
+            return await handler(request)
+
+        return guarded
+
+    async def enqueue(self, request: web.Request) -> web.Response:
+        """Store the request as the gateway would, and answer 202 only once the stream has it."""
+        name = request.match_info["name"]
+        path = "/" + request.match_info["path"] if "path" in request.match_info else ""
+        limit = self._limit()
+        if request.content_length is not None and request.content_length > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+        callback = None
+        if "X-Callback-Url" in request.headers:
+            try:
+                callback = parse(request.headers["X-Callback-Url"])
+            except URLError as exc:
+                raise web.HTTPBadRequest(text=f"X-Callback-Url: {exc}") from None
+        await self._require_function(name)
+        body = await request.read()
+        call_id = request.headers.get("X-Call-Id") or str(uuid.uuid4())
+        start = str(time.time_ns())
+        header: dict[str, list[str]] = {}
+        for key, value in request.headers.items():
+            header.setdefault(canonical_header(key), []).append(value)
+        header.setdefault("X-Call-Id", [call_id])
+        header.setdefault("X-Start-Time", []).append(start)
+        queued = QueueRequest(
+            function=name,
+            method=request.method,
+            path=path,
+            query_string=request.query_string,
+            body=body,
+            header={k: tuple(v) for k, v in header.items()},
+            host=request.host,
+            callback=callback,
+        )
+        data = encode(queued)
+        if len(data) > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(data))
+        await self._store(call_id, name, data)
+        return web.Response(status=202, headers={"X-Call-Id": call_id, "X-Start-Time": start})
+
+    def _limit(self) -> int:
+        try:
+            server = self._context.nats().max_payload - HEADER_ROOM
+        except NotConnected:
+            raise web.HTTPServiceUnavailable(text="not connected to NATS") from None
+        configured = self._settings.max_request_size
+        return min(configured, server) if configured else server
+
+    async def _require_function(self, name: str) -> None:
+        if self._check is None:
+            return
+        try:
+            found = await self._check.exists(name)
+        except (aiohttp.ClientError, TimeoutError):
+            raise web.HTTPServiceUnavailable(text="cannot ask the gateway whether the function exists") from None
+        if not found:
+            raise web.HTTPNotFound(text=f"no function {name}")
+
+    async def _store(self, call_id: str, function: str, data: bytes) -> None:
+        """Record the call, then publish it; a 503 unless the stream confirmed it."""
+        try:
+            client = self._context.nats()
+            await self._status.create(client, call_id, function, queuedAt=time.time())
+            await client.jetstream().publish(
+                self._context.settings.queue_name, data, headers={"Nats-Msg-Id": call_id}, timeout=5
+            )
+        except (NotConnected, nats.errors.Error, TimeoutError) as exc:
+            self._context.log.warning(
+                "Cannot queue", function=function, callId=call_id, error=str(exc) or type(exc).__name__
+            )
+            raise web.HTTPServiceUnavailable(text="the queue cannot be written now; nothing was stored") from None
+
+    async def lookup(self, request: web.Request) -> web.Response:
+        """The call's last recorded status as JSON, or 404."""
+        status = await self._read(request.match_info["call_id"])
+        if status is None:
+            raise web.HTTPNotFound(text="no such call")
+        return web.json_response(status)
+
+    async def cancel(self, request: web.Request) -> web.Response:
+        """Cancel a call that has not finished: 202; 404 when unknown; 409 when it already ended."""
+        call_id = request.match_info["call_id"]
+        status = await self._read(call_id)
+        if status is None:
+            raise web.HTTPNotFound(text="no such call")
+        if status.get("state") in FINAL:
+            raise web.HTTPConflict(text=json.dumps(status), content_type="application/json")
+        try:
+            await self._status.cancel(self._context.nats(), call_id, str(status.get("function", "")))
+        except (NotConnected, nats.errors.Error, TimeoutError):
+            raise web.HTTPServiceUnavailable(text="cannot record the cancellation now") from None
+        return web.Response(status=202, headers={"X-Call-Id": call_id})
+
+    async def _read(self, call_id: str) -> dict[str, object] | None:
+        if not self._status.enabled:
+            raise web.HTTPNotFound(text="call status is off (call_status_ttl=0s)")
+        try:
+            found = await self._status.read(self._context.nats(), call_id)
+        except (NotConnected, nats.errors.Error, TimeoutError):
+            raise web.HTTPServiceUnavailable(text="cannot read call status now") from None
+        return dict(found) if found is not None else None
