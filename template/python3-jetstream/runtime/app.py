@@ -82,10 +82,11 @@ async def serve(settings: Settings, function: Function, log: FilteringBoundLogge
         log.error("Invalid configuration", error=str(exc), variable=exc.variable)
         return EXIT_CONFIG
     log.info("Starting", maxInflight=settings.max_inflight, stream=settings.stream, durable=settings.durable)
+    routes = function.http_routes(context) if function.http_routes is not None else ()
     served = await probes.start(
         "0.0.0.0",
         (
-            (probes.probe_app(state, stopping.is_set), settings.port),
+            (probes.probe_app(state, stopping.is_set, routes), settings.port),
             (probes.metrics_app(registry), settings.metrics_port),
         ),
     )
