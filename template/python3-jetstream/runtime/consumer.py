@@ -93,6 +93,9 @@ class Consumer:
                 # One event, not asyncio.wait over every task: that costs O(max_inflight) per wake-up.
                 self._wake.clear()
                 await self._wake.wait()
+                # Let the other calls finishing in this same turn free their slots too, so the
+                # next pull asks for several messages rather than one.
+                await asyncio.sleep(0)
                 continue
             messages = await self._fetch(free)
             if self._stopping.is_set():
