@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .ports import free_port
+from .processes import kill, stop
 
 #: How long a server may take to report JetStream healthy.
 START_TIMEOUT_S = 15.0
@@ -84,20 +85,12 @@ class NatsServer:
 
     def stop(self) -> None:
         """Stop the process (SIGTERM, then SIGKILL) and keep the store for a restart."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop(self.process)
         self.process = None
 
     def kill(self) -> None:
         """SIGKILL, as a crash; the store stays for a restart."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        kill(self.process)
         self.process = None
 
     def close(self) -> None:

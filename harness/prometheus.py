@@ -14,6 +14,7 @@ import httpx
 import yaml
 
 from .ports import free_port
+from .processes import stop
 
 START_TIMEOUT_S = 30.0
 
@@ -75,11 +76,5 @@ class Prometheus:
 
     def close(self) -> None:
         """Stop the process and remove its data."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop(self.process)
         shutil.rmtree(self.home, ignore_errors=True)

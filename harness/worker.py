@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from .ports import free_port
+from .processes import kill, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "template" / "python3-jetstream"
@@ -107,16 +108,9 @@ class WorkerProcess:
 
     def kill(self) -> None:
         """SIGKILL, as a crash."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        kill(self.process)
 
     def close(self) -> None:
         """Stop the process whatever its state and remove the log."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop(self.process)
         self.log_path.unlink(missing_ok=True)

@@ -60,6 +60,14 @@ def natsd() -> Iterator[NatsServer]:
 
 
 @pytest.fixture
+def private_natsd() -> Iterator[NatsServer]:
+    """A nats-server of the test's own, for tests that stop or restart it."""
+    server = NatsServer().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
 def queue() -> Queue:
     tag = uuid.uuid4().hex[:10]
     return Queue(stream=f"q-{tag}", subject=f"q-{tag}", durable=f"w-{tag}")

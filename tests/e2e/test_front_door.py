@@ -154,22 +154,16 @@ async def test_an_unknown_function_gets_404_when_existence_is_checked(
     assert len(system_calls) == 2
 
 
-async def test_503_when_the_stream_cannot_be_written(
-    queue: Queue, gateway: RecordingServer, start_worker: WorkerFactory
-) -> None:
-    natsd = NatsServer().start()
-    try:
-        worker = start_worker(nats_url=natsd.url)
-        await worker.wait_ready()
-        natsd.stop()
-        await wait_until(lambda: bool(worker.events("Disconnected from NATS")), 10, "disconnect")
+async def test_503_when_the_stream_cannot_be_written(private_natsd: NatsServer, start_worker: WorkerFactory) -> None:
+    worker = start_worker(nats_url=private_natsd.url)
+    await worker.wait_ready()
+    private_natsd.stop()
+    await wait_until(lambda: bool(worker.events("Disconnected from NATS")), 10, "disconnect")
 
-        async with httpx.AsyncClient() as client:
-            answer = await client.post(_url(worker, "/async-function/figlet"), content=b"x")
+    async with httpx.AsyncClient() as client:
+        answer = await client.post(_url(worker, "/async-function/figlet"), content=b"x")
 
-        assert answer.status_code == 503
-    finally:
-        natsd.close()
+    assert answer.status_code == 503
 
 
 async def test_status_follows_a_call_that_retries_and_cancel_stops_one_in_back_off(

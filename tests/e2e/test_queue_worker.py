@@ -168,23 +168,18 @@ async def test_logs_hold_no_body_or_authorization_unless_debug(
 
 
 async def test_readiness_follows_the_connection_and_the_worker_reconnects(
-    queue: Queue, start_worker: WorkerFactory
+    private_natsd: NatsServer, start_worker: WorkerFactory
 ) -> None:
-    # A server of its own: this test restarts it.
-    natsd = NatsServer().start()
-    try:
-        worker = start_worker(nats_url=natsd.url)
-        await worker.wait_ready()
+    worker = start_worker(nats_url=private_natsd.url)
+    await worker.wait_ready()
 
-        natsd.stop()
-        await wait_until(lambda: bool(worker.events("Disconnected from NATS")), 10, "disconnect logged")
-        assert (await worker.get("/_/ready")).status_code == 503
-        assert (await worker.get("/_/health")).status_code == 200
+    private_natsd.stop()
+    await wait_until(lambda: bool(worker.events("Disconnected from NATS")), 10, "disconnect logged")
+    assert (await worker.get("/_/ready")).status_code == 503
+    assert (await worker.get("/_/health")).status_code == 200
 
-        natsd.start()
-        await wait_until(lambda: bool(worker.events("Reconnected to NATS")), 15, "reconnect logged")
-        await worker.wait_ready()
-        metrics = (await worker.get("/metrics", metrics=True)).text
-        assert "queue_worker_nats_reconnect_total 1.0" in metrics
-    finally:
-        natsd.close()
+    private_natsd.start()
+    await wait_until(lambda: bool(worker.events("Reconnected to NATS")), 15, "reconnect logged")
+    await worker.wait_ready()
+    metrics = (await worker.get("/metrics", metrics=True)).text
+    assert "queue_worker_nats_reconnect_total 1.0" in metrics

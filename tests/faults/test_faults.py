@@ -84,35 +84,33 @@ async def test_sigterm_mid_run_finishes_running_calls_and_starts_nothing_new(
 
 
 async def test_nats_restarted_mid_run_the_worker_reconnects_and_completes(
-    queue: Queue, gateway: RecordingServer, receiver: RecordingServer, start_worker: WorkerFactory
+    private_natsd: NatsServer,
+    queue: Queue,
+    gateway: RecordingServer,
+    receiver: RecordingServer,
+    start_worker: WorkerFactory,
 ) -> None:
-    natsd = NatsServer().start()  # its own: this test restarts it
-    try:
-        nc = await nats.connect(natsd.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
-        load = Workload("nats-server restarted", 200, queue, gateway, receiver, Work(delay_s=0.02))
-        worker = start_worker(nats_url=natsd.url, max_inflight="20", ack_wait="2s")
-        await worker.wait_ready()
-        await load.publish(nc)
-        await wait_until(lambda: load.invocations() >= 50, 30, "fifty invoked")
+    nc = await nats.connect(private_natsd.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+    load = Workload("nats-server restarted", 200, queue, gateway, receiver, Work(delay_s=0.02))
+    worker = start_worker(nats_url=private_natsd.url, max_inflight="20", ack_wait="2s")
+    await worker.wait_ready()
+    await load.publish(nc)
+    await wait_until(lambda: load.invocations() >= 50, 30, "fifty invoked")
 
-        natsd.stop()
-        await asyncio.sleep(1.0)
-        natsd.start()
+    private_natsd.stop()
+    await asyncio.sleep(1.0)
+    private_natsd.start()
 
-        await load.wait_done()
-        await wait_for_empty(nc, queue, timeout_s=30)
-        metrics = (await worker.get("/metrics", metrics=True)).text
-        reconnects = next(
-            float(line.split()[-1])
-            for line in metrics.splitlines()
-            if line.startswith("queue_worker_nats_reconnect_total")
-        )
-        assert reconnects >= 1
-        record = await load.report(nc, reconnects=int(reconnects))
-        assert record["invoked"] == 200
-        await nc.close()
-    finally:
-        natsd.close()
+    await load.wait_done()
+    await wait_for_empty(nc, queue, timeout_s=30)
+    metrics = (await worker.get("/metrics", metrics=True)).text
+    reconnects = next(
+        float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("queue_worker_nats_reconnect_total")
+    )
+    assert reconnects >= 1
+    record = await load.report(nc, reconnects=int(reconnects))
+    assert record["invoked"] == 200
+    await nc.close()
 
 
 async def test_a_three_node_cluster_losing_a_node_loses_nothing(
