@@ -8,9 +8,11 @@ stopped when its test ends.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 from runtime.loader import import_package
@@ -19,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 import_package(ROOT / "queue-worker")
 
 import nats  # noqa: E402
+import nats.errors  # noqa: E402
 import pytest  # noqa: E402
 from nats.aio.client import Client  # noqa: E402
 
@@ -73,11 +76,35 @@ def queue() -> Queue:
     return Queue(stream=f"q-{tag}", subject=f"q-{tag}", durable=f"w-{tag}")
 
 
+#: Longest a test's NATS client may take to close; a client stuck reconnecting must not hang teardown.
+CLOSE_TIMEOUT_S = 5.0
+
+
+@pytest.fixture
+async def connect() -> AsyncIterator[Callable[..., Awaitable[Client]]]:
+    """Connect clients of the test's own (to a private server or a cluster); all closed afterwards."""
+    clients: list[Client] = []
+
+    async def open_client(servers: str | list[str]) -> Client:
+        client = await nats.connect(servers, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+        clients.append(client)
+        return client
+
+    yield open_client
+    for client in clients:
+        await _close(client)
+
+
 @pytest.fixture
 async def nc(natsd: NatsServer) -> AsyncIterator[Client]:
     client = await nats.connect(natsd.url)
     yield client
-    await client.drain()
+    await _close(client)
+
+
+async def _close(client: Client) -> None:
+    with contextlib.suppress(TimeoutError, nats.errors.Error):
+        await asyncio.wait_for(client.close(), CLOSE_TIMEOUT_S)
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 
-import nats
 import pytest
 from nats.aio.client import Client
 
@@ -23,6 +23,7 @@ from tests.faults.workload import Work, Workload
 from tests.support import Queue, WorkerFactory, dead_letters, queued, wait_for_empty
 
 pytestmark = pytest.mark.e2e
+Connect = Callable[..., Awaitable[Client]]
 
 
 def _invoked_by(worker: WorkerProcess) -> list[str]:
@@ -84,13 +85,14 @@ async def test_sigterm_mid_run_finishes_running_calls_and_starts_nothing_new(
 
 
 async def test_nats_restarted_mid_run_the_worker_reconnects_and_completes(
+    connect: Connect,
     private_natsd: NatsServer,
     queue: Queue,
     gateway: RecordingServer,
     receiver: RecordingServer,
     start_worker: WorkerFactory,
 ) -> None:
-    nc = await nats.connect(private_natsd.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+    nc = await connect(private_natsd.url)
     load = Workload("nats-server restarted", 200, queue, gateway, receiver, Work(delay_s=0.02))
     worker = start_worker(nats_url=private_natsd.url, max_inflight="20", ack_wait="2s")
     await worker.wait_ready()
@@ -110,15 +112,14 @@ async def test_nats_restarted_mid_run_the_worker_reconnects_and_completes(
     assert reconnects >= 1
     record = await load.report(nc, reconnects=int(reconnects))
     assert record["invoked"] == 200
-    await nc.close()
 
 
 async def test_a_three_node_cluster_losing_a_node_loses_nothing(
-    queue: Queue, gateway: RecordingServer, receiver: RecordingServer, start_worker: WorkerFactory
+    connect: Connect, queue: Queue, gateway: RecordingServer, receiver: RecordingServer, start_worker: WorkerFactory
 ) -> None:
     cluster = await asyncio.to_thread(NatsCluster().start)
     try:
-        nc = await nats.connect(cluster.urls.split(","), max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+        nc = await connect(cluster.urls.split(","))
         worker = start_worker(nats_url=cluster.urls, nats_stream_replicas="3", max_inflight="20", ack_wait="2s")
         await worker.wait_ready(timeout_s=60)
         info = await nc.jetstream().stream_info(queue.stream)
@@ -136,7 +137,6 @@ async def test_a_three_node_cluster_losing_a_node_loses_nothing(
         await wait_for_empty(nc, queue, timeout_s=30)
         record = await load.report(nc, killed=leader)
         assert record["invoked"] == 200
-        await nc.close()
     finally:
         await asyncio.to_thread(cluster.close)
 
