@@ -104,6 +104,9 @@ async def serve(settings: Settings, function: Function, log: FilteringBoundLogge
         if client is not None:
             await _consume(client, function, context, metrics, state, stopping)
         return EXIT_CONNECTION_LOST if lost.is_set() else 0
+    except ConfigError as exc:
+        log.error("Invalid configuration", error=str(exc), variable=exc.variable)
+        return EXIT_CONFIG
     finally:
         state.bound = False
         state.closing = True

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import nats
+import nats.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 from structlog.typing import FilteringBoundLogger
 
+from .errors import ConfigError
 from .settings import Settings
 
 #: Seconds between reconnect attempts to one server; the client cycles through the list.
@@ -51,8 +54,12 @@ async def connect(
         on_reconnect()
         log.info("Reconnected to NATS", url=_redacted_url(client))
 
+    refused = asyncio.get_running_loop().create_future()
+
     async def error(exc: Exception) -> None:
         log.warning("NATS connection error", error=str(exc) or type(exc).__name__)
+        if _is_refusal(exc) and not state.connected and not refused.done():
+            refused.set_result(exc)
 
     async def closed() -> None:
         state.connected = False
@@ -60,20 +67,42 @@ async def connect(
             log.error("NATS connection closed for good")
             on_lost()
 
-    log.info("Connecting to NATS", servers=[_without_userinfo(s) for s in settings.nats_servers])
-    client = await nats.connect(
-        servers=list(settings.nats_servers),
-        name=settings.client_name,
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=RECONNECT_WAIT_S,
-        disconnected_cb=disconnected,
-        reconnected_cb=reconnected,
-        error_cb=error,
-        closed_cb=closed,
+    auth = settings.nats_auth
+    log.info(
+        "Connecting to NATS",
+        servers=[_without_userinfo(s) for s in settings.nats_servers],
+        auth=auth.mode,
+        tls=auth.tls,
     )
+    connecting = asyncio.ensure_future(
+        nats.connect(
+            servers=list(settings.nats_servers),
+            name=settings.client_name,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=RECONNECT_WAIT_S,
+            disconnected_cb=disconnected,
+            reconnected_cb=reconnected,
+            error_cb=error,
+            closed_cb=closed,
+            **auth.options,
+        )
+    )
+    # The first connection is retried forever, except when the server refuses the credentials:
+    # retrying cannot help then, so start-up fails at once, naming the setting.
+    await asyncio.wait({connecting, refused}, return_when=asyncio.FIRST_COMPLETED)
+    if not connecting.done():
+        connecting.cancel()
+        await asyncio.gather(connecting, return_exceptions=True)
+        raise ConfigError("nats_auth", auth.mode, f"NATS refused these credentials ({refused.result()})")
+    client = connecting.result()
     state.connected = True
     log.info("Connected to NATS", url=_redacted_url(client))
     return client
+
+
+def _is_refusal(exc: Exception) -> bool:
+    """The server refused the credentials (nats-py reports it as a plain error from the server)."""
+    return isinstance(exc, nats.errors.AuthorizationError) or "authorization violation" in str(exc).lower()
 
 
 async def ensure_topology(js: JetStreamContext, settings: Settings, log: FilteringBoundLogger) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from .auth import NatsAuth
 from .env import Env
 from .errors import ConfigError
 
@@ -35,6 +36,7 @@ class Settings:
     log_encoding: str
     debug: bool
     client_name: str
+    nats_auth: NatsAuth
 
     @property
     def dead_letter_subject(self) -> str:
@@ -69,6 +71,7 @@ class Settings:
             log_encoding=env.choice("log_encoding", "console", LOG_ENCODINGS),
             debug=env.boolean("debug", False),
             client_name=env.string("nats_client_name", socket.gethostname()),
+            nats_auth=NatsAuth.from_env(env),
         )
 
 
