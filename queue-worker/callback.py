@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from .callback_guard import CallbackRefused
 from .invoke import Result
 from .transport import forwardable
 
@@ -63,6 +64,8 @@ class Delivery:
 
     status: int | None
     error: str = ""
+    #: The destination was refused (it resolved to a forbidden address): never retried.
+    refused: bool = False
 
     @property
     def ok(self) -> bool:
@@ -81,5 +84,6 @@ async def post_callback(session: aiohttp.ClientSession, url: str, result: Result
         ) as response:
             await response.read()
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        return Delivery(None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+        refused = isinstance(getattr(exc, "os_error", None), CallbackRefused)
+        return Delivery(None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, refused)
     return Delivery(response.status)

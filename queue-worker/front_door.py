@@ -120,6 +120,12 @@ class FrontDoor:
         limit = self._limit()
         if request.content_length is not None and request.content_length > limit:
             raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+        headers = request.headers
+        if (
+            len(headers) > self._settings.max_request_headers
+            or sum(len(k) + len(v) for k, v in headers.items()) > self._settings.max_header_bytes
+        ):
+            raise web.HTTPRequestHeaderFieldsTooLarge(text="over max_request_headers or max_header_bytes")
         callback = None
         if "X-Callback-Url" in request.headers:
             try:

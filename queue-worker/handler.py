@@ -13,6 +13,7 @@ from aiohttp import web
 from runtime import Context, Event, Outcome
 
 from .call_status import CallStatus
+from .callback_guard import GuardedResolver
 from .front_door import FrontDoor, FunctionCheck
 from .invoke import Invoker
 from .metrics import WorkerMetrics
@@ -35,6 +36,7 @@ async def on_startup(context: Context) -> None:
         max_connections=pool,
         user_agent=USER_AGENT,
         verify=not settings.tls_insecure,
+        resolver=GuardedResolver(settings.callback_allowlist),
     )
     if settings.tls_insecure:
         context.log.warning("TLS verification of callback receivers is off (tls_insecure=true)")

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from runtime import ConfigError, Env
 
 from .backoff import BACKOFF_MODES
+from .callback_guard import Allowlist
 from .policy import RetryPolicy, parse_codes
 
 #: Statuses retried unless ``retry_http_codes`` says otherwise (the OpenFaaS chart's list).
@@ -42,6 +43,10 @@ class WorkerSettings:
     front_door_credentials: tuple[str, str] | None
     #: Basic auth for the gateway's system API, when the secrets exist.
     gateway_credentials: tuple[str, str] | None
+    callback_allowlist: Allowlist
+    #: Most headers, and most bytes of header names and values, a queued request may carry.
+    max_request_headers: int
+    max_header_bytes: int
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> WorkerSettings:
@@ -88,6 +93,9 @@ class WorkerSettings:
             function_cache_ttl_s=env.duration("function_cache_ttl", 5.0),
             front_door_credentials=_front_door_credentials(env),
             gateway_credentials=_basic_auth(env),
+            callback_allowlist=Allowlist.parse(env.string("callback_allowlist", "")),
+            max_request_headers=env.integer("max_request_headers", 100, minimum=1, maximum=100_000),
+            max_header_bytes=env.integer("max_header_bytes", 64 * 1024, minimum=256, maximum=16 * 1024 * 1024),
         )
 
 

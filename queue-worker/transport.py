@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import aiohttp
+from aiohttp.abc import AbstractResolver
 
 #: Headers that belong to one connection (RFC 9110 section 7.6.1) and are never forwarded,
 #: plus the two that the client sets itself for the new request.
@@ -39,7 +40,12 @@ def forwardable(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
 
 
 def make_session(
-    *, timeout_s: float, max_connections: int, user_agent: str, verify: bool = True
+    *,
+    timeout_s: float,
+    max_connections: int,
+    user_agent: str,
+    verify: bool = True,
+    resolver: AbstractResolver | None = None,
 ) -> aiohttp.ClientSession:
     """One long-lived session with a pool sized to the work, no proxy from the environment.
 
@@ -49,7 +55,7 @@ def make_session(
     """
     return aiohttp.ClientSession(
         # ssl=True verifies certificates (the default); False skips it, for tls_insecure only.
-        connector=aiohttp.TCPConnector(limit=max_connections, ssl=verify),
+        connector=aiohttp.TCPConnector(limit=max_connections, ssl=verify, resolver=resolver),
         timeout=aiohttp.ClientTimeout(total=timeout_s),
         headers={"User-Agent": user_agent},
         skip_auto_headers=("Accept", "Accept-Encoding"),

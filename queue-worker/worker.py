@@ -21,7 +21,8 @@ from runtime import Ack, Context, DeadLetter, Event, Outcome, Retry
 
 from .backoff import exponential_delay, jitter
 from .call_status import CallStatus
-from .callback import CallbackInfo, final_state, post_callback
+from .callback import CallbackInfo, Delivery, final_state, post_callback
+from .callback_guard import refusal
 from .callback_job import CALLBACK, JOB_HEADER, CallbackJob
 from .invoke import Invoker, Result
 from .metrics import WorkerMetrics
@@ -58,6 +59,10 @@ class QueueWorker:
             context.log.error("Cannot decode message", reason=exc.reason, error=str(exc), bytes=len(event.data))
             return DeadLetter("undecodable", {"error": str(exc)})
         log = context.log.bind(callId=request.call_id, function=request.function)
+        too_large = self._over_limits(request)
+        if too_large is not None:
+            log.error("Request over limits", problem=too_large)
+            return DeadLetter("limits", {**_identity(request), "problem": too_large})
         if self.status.is_cancelled(request.call_id):
             return await self._cancelled(request, event, context, log)
         now = datetime.now(UTC)
@@ -78,6 +83,11 @@ class QueueWorker:
         policy, problems = self.settings.retry.with_annotations(request.annotations)
         for problem in problems:
             log.warning("Invalid retry annotation", problem=problem)
+        url = request.callback_url()
+        why = refusal(self.settings.callback_allowlist, url) if url is not None else None
+        if url is not None and why is not None:
+            # Refused before invoking: the call would have nowhere allowed to report to.
+            return await self._refuse(request, url, why, log)
         await self.status.write(request.call_id, request.function, "running", attempt=event.attempt)
         result = await self._invoke(request, context.settings.queue_name, log)
         decision = decide(
@@ -101,7 +111,8 @@ class QueueWorker:
             )
             return Retry(decision.delay_s, reason=f"status {result.status}")
         info = CallbackInfo(request.call_id, request.function, event.attempt - 1, policy.max_retries, USER_AGENT)
-        await self._callback(request, result, info, event, context, log)
+        if not await self._callback(request, result, info, event, context, log):
+            return await self._refuse(request, request.callback_url() or "", "resolves to a forbidden address", log)
         outcome = {"attempt": event.attempt, "status": result.status, "durationSeconds": round(result.duration_s, 6)}
         if decision == Final(exhausted=True):
             log.warning("Retries exhausted", status=result.status, attempts=event.attempt)
@@ -118,6 +129,26 @@ class QueueWorker:
         info = CallbackInfo(request.call_id, request.function, event.attempt - 1, 0, USER_AGENT, state="cancelled")
         await self._callback(request, Result(0, (), b"", 0.0), info, event, context, log)
         return Ack(reason="cancelled")
+
+    async def _refuse(self, request: QueueRequest, url: str, why: str, log: FilteringBoundLogger) -> Outcome:
+        """A callback destination that is not allowed: nothing is sent there; the request is kept."""
+        log.warning("Callback refused", url=self._loggable(url), reason=why)
+        self.metrics.of(self.metrics.callbacks, "refused").inc()
+        await self.status.write(request.call_id, request.function, "dead-lettered", reason="callback_refused")
+        return DeadLetter("callback_refused", {**_identity(request), "reason": why})
+
+    def _over_limits(self, request: QueueRequest) -> str | None:
+        """What makes a request too large to take on, checked before any work, or ``None``."""
+        count = sum(len(values) for values in request.header.values())
+        if count > self.settings.max_request_headers:
+            return f"{count} header values, more than max_request_headers={self.settings.max_request_headers}"
+        size = sum(len(name) + len(value) for name, values in request.header.items() for value in values)
+        if size > self.settings.max_header_bytes:
+            return f"{size} bytes of headers, more than max_header_bytes={self.settings.max_header_bytes}"
+        limit = self.settings.max_request_size
+        if limit and len(request.body) > limit:
+            return f"a {len(request.body)}-byte body, more than max_request_size={limit}"
+        return None
 
     async def _invoke(self, request: QueueRequest, queue: str, log: FilteringBoundLogger) -> Result:
         name = self._function_name(request)
@@ -151,16 +182,23 @@ class QueueWorker:
         event: Event,
         context: Context,
         log: FilteringBoundLogger,
-    ) -> None:
-        """Post the result; when that fails, queue it as a job that is retried on its own."""
+    ) -> bool:
+        """Post the result; when that fails, queue it as a job that is retried on its own.
+
+        Returns False only when the destination was refused (then nothing is retried).
+        """
         url = request.callback_url()
-        if url is None or await self._post(url, result, info, log):
-            return
+        if url is None:
+            return True
+        delivery = await self._post(url, result, info, log)
+        if delivery.ok or delivery.refused:
+            return not delivery.refused
         job = CallbackJob(url, result, info)
         # One job per stored request, even if the request itself is redelivered after a crash.
         job_id = f"callback-{context.settings.stream}-{event.stream_seq}"
         await context.publish(context.settings.queue_name, job.encode(), {JOB_HEADER: CALLBACK, "Nats-Msg-Id": job_id})
         log.info("Callback queued for retry", retryIn=self.settings.callback_retry.min_wait_s)
+        return True
 
     async def _retry_callback(self, event: Event, context: Context) -> Outcome:
         """Deliver a callback job: its first delivery only arms the back-off (the first post
@@ -172,26 +210,34 @@ class QueueWorker:
             return DeadLetter("undecodable", {"error": str(exc)})
         policy = self.settings.callback_retry
         log = context.log.bind(callId=job.info.call_id, function=job.info.function)
-        if event.attempt > 1 and await self._post(job.url, job.result, job.info, log):
-            return Ack(reason="callback delivered")
+        if event.attempt > 1:
+            delivery = await self._post(job.url, job.result, job.info, log)
+            if delivery.ok:
+                return Ack(reason="callback delivered")
+            if delivery.refused:
+                return DeadLetter("callback_refused", {"callId": job.info.call_id, "function": job.info.function})
         if event.attempt >= policy.attempts:
             log.error("Callback failed for good", attempts=event.attempt)
             return DeadLetter("callback", {"callId": job.info.call_id, "function": job.info.function})
         delay = exponential_delay(event.attempt, initial_s=policy.min_wait_s, max_s=policy.max_wait_s)
         return Retry(jitter(delay, policy.backoff, self.rng), reason="callback retry")
 
-    async def _post(self, url: str, result: Result, info: CallbackInfo, log: FilteringBoundLogger) -> bool:
-        """Post once; True when the receiver took it (any status below 500)."""
+    async def _post(self, url: str, result: Result, info: CallbackInfo, log: FilteringBoundLogger) -> Delivery:
+        """Post once; ``ok`` when the receiver took it (any status below 500)."""
         delivery = await post_callback(self.callback_session, url, result, info)
-        self.metrics.of(self.metrics.callbacks, "ok" if delivery.ok else "failed").inc()
+        self.metrics.of(
+            self.metrics.callbacks, "ok" if delivery.ok else "refused" if delivery.refused else "failed"
+        ).inc()
         shown = self._loggable(url)
-        if delivery.status is None:
+        if delivery.refused:
+            log.warning("Callback refused", url=shown, reason=delivery.error)
+        elif delivery.status is None:
             log.warning("Callback failed", url=shown, error=delivery.error)
         elif not delivery.ok:
             log.warning("Callback failed", url=shown, status=delivery.status)
         else:
             log.info("Posted result", url=shown, status=delivery.status)
-        return delivery.ok
+        return delivery
 
     def _loggable(self, url: str) -> str:
         """The URL without query, fragment or userinfo (where tokens hide) unless ``debug`` is set."""

@@ -183,3 +183,36 @@ async def test_readiness_follows_the_connection_and_the_worker_reconnects(
     await worker.wait_ready()
     metrics = (await worker.get("/metrics", metrics=True)).text
     assert "queue_worker_nats_reconnect_total 1.0" in metrics
+
+
+async def test_callbacks_go_only_where_the_allowlist_says_and_redirects_are_not_followed(
+    nc: Client, queue: Queue, gateway: RecordingServer, receiver: RecordingServer, start_worker: WorkerFactory
+) -> None:
+    elsewhere = await RecordingServer().start()
+    try:
+
+        async def redirect(request: web.Request, body: bytes) -> web.Response:
+            return web.Response(status=302, headers={"Location": elsewhere.url + "/stolen"})
+
+        receiver.behaviours["redirect"] = redirect
+        worker = start_worker(callback_allowlist=f"127.0.0.1:{receiver.port}")
+        await worker.wait_ready()
+        for request in (
+            queued("echo", "allowed-1", receiver.url + "/done"),
+            queued("echo", "refused-1", elsewhere.url + "/done"),
+            queued("echo", "metadata-1", "http://169.254.169.254/latest/meta-data"),
+            queued("echo", "redirected-1", receiver.url + "/function/redirect"),
+        ):
+            await publish_request(nc, queue.subject, request)
+
+        await wait_for_empty(nc, queue)
+        letters = {letter.detail["callId"]: letter for letter in await dead_letters(nc, queue)}
+        assert set(letters) == {"refused-1", "metadata-1"}
+        assert all(letter.reason == "callback_refused" for letter in letters.values())
+        # Refused calls were never invoked, and nothing reached the other host, not even by redirect.
+        assert sorted(c.header("X-Call-Id") for c in gateway.calls) == ["allowed-1", "redirected-1"]
+        assert elsewhere.calls == []
+        assert len(receiver.calls) == 2
+        assert {e["callId"] for e in worker.events("Callback refused")} == {"refused-1", "metadata-1"}
+    finally:
+        await elsewhere.close()

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+import pytest
+from aiohttp.abc import AbstractResolver, ResolveResult
+
+from function.callback_guard import Allowlist, CallbackRefused, GuardedResolver, is_forbidden, refusal
+
+
+@pytest.mark.parametrize(
+    ("address", "forbidden"),
+    [
+        ("169.254.169.254", True),
+        ("169.254.0.1", True),
+        ("fd00:ec2::254", True),
+        ("fe80::1", True),
+        ("::ffff:169.254.169.254", True),
+        ("10.0.0.1", False),
+        ("127.0.0.1", False),
+        ("receiver.openfaas-fn", False),
+    ],
+)
+def test_link_local_and_metadata_addresses_are_forbidden(address: str, forbidden: bool) -> None:
+    assert is_forbidden(address) is forbidden
+
+
+ALLOW = Allowlist.parse("receiver.openfaas-fn, *.example.com, cb.internal:8443, https://hooks.acme.io/queue")
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("http://receiver.openfaas-fn:8080/done", True),
+        ("https://a.example.com/x", True),
+        ("https://example.com.evil.net/x", False),
+        ("https://cb.internal:8443/x", True),
+        ("https://cb.internal/x", False),
+        ("https://hooks.acme.io/queue/done?x=1", True),
+        ("https://hooks.acme.io/other", False),
+        ("https://hooks.acme.io.evil.net/queue/", False),
+        ("http://elsewhere:8080/", False),
+    ],
+)
+def test_the_allowlist_takes_hosts_wildcards_ports_and_prefixes(url: str, allowed: bool) -> None:
+    assert ALLOW.allows(url) is allowed
+
+
+def test_an_empty_list_allows_any_host_but_never_a_metadata_address() -> None:
+    empty = Allowlist.parse("")
+
+    assert refusal(empty, "http://anywhere:1234/x") is None
+    assert refusal(empty, "http://169.254.169.254/latest/meta-data") == "a link-local or metadata address"
+    assert refusal(empty, "ftp://host/x") == "not an http or https URL"
+    assert refusal(ALLOW, "http://elsewhere/") == "not in callback_allowlist"
+
+
+def test_a_metadata_address_named_in_the_list_is_allowed() -> None:
+    assert refusal(Allowlist.parse("169.254.169.254"), "http://169.254.169.254/x") is None
+
+
+class _Answers(AbstractResolver):
+    """A DNS that answers what the test says: the one fault a real resolver will not produce here."""
+
+    def __init__(self, *addresses: str) -> None:
+        self.addresses = addresses
+
+    async def resolve(self, host: str, port: int = 0, family: Any = socket.AF_INET) -> list[ResolveResult]:
+        return [
+            ResolveResult(hostname=host, host=a, port=port, family=family, proto=0, flags=0) for a in self.addresses
+        ]
+
+    async def close(self) -> None:
+        pass
+
+
+def test_the_resolver_drops_forbidden_addresses_and_refuses_when_none_is_left() -> None:
+    mixed = GuardedResolver(Allowlist(), _Answers("169.254.169.254", "10.1.2.3"))
+    only_metadata = GuardedResolver(Allowlist(), _Answers("169.254.169.254"))
+    named = GuardedResolver(Allowlist.parse("metadata.internal"), _Answers("169.254.169.254"))
+
+    assert [r["host"] for r in asyncio.run(mixed.resolve("cb", 80))] == ["10.1.2.3"]
+    with pytest.raises(CallbackRefused):
+        asyncio.run(only_metadata.resolve("metadata.attacker", 80))
+    assert [r["host"] for r in asyncio.run(named.resolve("metadata.internal", 80))] == ["169.254.169.254"]
