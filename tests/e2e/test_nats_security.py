@@ -18,6 +18,7 @@ from harness.natsd import NatsServer
 from harness.publish import publish_request
 from harness.servers import RecordingServer
 from harness.worker import WorkerProcess
+from tests.e2e.nats_jwt import decentralised
 from tests.support import Queue, WorkerFactory, queued, wait_for_empty
 
 pytestmark = pytest.mark.e2e
@@ -34,6 +35,7 @@ def _nkey_pair() -> tuple[str, str]:
 
 
 SEED, PUBLIC = _nkey_pair()
+JWT = decentralised()
 #: Mode, server configuration, the worker's secret files, and how a test client connects.
 MODES: dict[str, tuple[str, dict[str, str], dict[str, Any]]] = {
     "userpass": (
@@ -47,6 +49,7 @@ MODES: dict[str, tuple[str, dict[str, str], dict[str, Any]]] = {
         {"nats-nkey-seed": SEED},
         {"nkeys_seed_str": SEED},
     ),
+    "creds": (JWT.server_config, {"nats.creds": JWT.creds}, {"user_credentials": "nats.creds"}),
 }
 
 
@@ -67,12 +70,14 @@ async def test_each_auth_mode_connects_with_secrets_from_files(
     config, secrets, client_options = MODES[mode]
     for name, value in secrets.items():
         (tmp_path / name).write_text(value + "\n")
+    if "user_credentials" in client_options:
+        client_options = {"user_credentials": str(tmp_path / client_options["user_credentials"])}
     natsd = _server(tmp_path, config).start()
     try:
         worker = start_worker(nats_url=natsd.url, nats_auth=mode, secret_mount_path=str(tmp_path))
         await _round_trip(worker, natsd.url, queue, client_options)
         assert [c.header("X-Call-Id") for c in gateway.calls] == ["secure-1"]
-        assert all(value not in worker.log_text() for value in secrets.values())
+        assert all(line not in worker.log_text() for value in secrets.values() for line in value.splitlines() if line)
     finally:
         natsd.close()
 
