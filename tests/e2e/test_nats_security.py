@@ -127,13 +127,18 @@ def certificates(tmp_path: Path) -> Iterator[Path]:
     return folder
 
 
-async def test_tls_with_a_ca_bundle_and_a_client_certificate(
-    certificates: Path, tmp_path: Path, queue: Queue, gateway: RecordingServer, start_worker: WorkerFactory
-) -> None:
-    config = (
+def _verifying_tls(certificates: Path) -> str:
+    """A server configuration with TLS that also verifies client certificates."""
+    return (
         f'tls {{ cert_file: "{certificates}/server.crt", key_file: "{certificates}/server.key", '
         f'ca_file: "{certificates}/nats-ca.crt", verify: true }}'
     )
+
+
+async def test_tls_with_a_ca_bundle_and_a_client_certificate(
+    certificates: Path, tmp_path: Path, queue: Queue, gateway: RecordingServer, start_worker: WorkerFactory
+) -> None:
+    config = _verifying_tls(certificates)
     natsd = _server(tmp_path, config).start()
     try:
         url = f"tls://127.0.0.1:{natsd.port}"
@@ -156,10 +161,7 @@ async def test_tls_with_a_ca_bundle_and_a_client_certificate(
 async def test_tls_without_a_client_certificate_is_refused_by_a_verifying_server(
     certificates: Path, tmp_path: Path, start_worker: WorkerFactory
 ) -> None:
-    config = (
-        f'tls {{ cert_file: "{certificates}/server.crt", key_file: "{certificates}/server.key", '
-        f'ca_file: "{certificates}/nats-ca.crt", verify: true }}'
-    )
+    config = _verifying_tls(certificates)
     natsd = _server(tmp_path, config).start()
     try:
         worker = start_worker(
