@@ -79,8 +79,7 @@ async def serve(settings: Settings, function: Function, log: FilteringBoundLogge
         if function.on_startup is not None:
             await function.on_startup(context)
     except ConfigError as exc:
-        log.error("Invalid configuration", error=str(exc), variable=exc.variable)
-        return EXIT_CONFIG
+        return _invalid(log, exc)
     log.info("Starting", maxInflight=settings.max_inflight, stream=settings.stream, durable=settings.durable)
     routes = function.http_routes(context) if function.http_routes is not None else ()
     served = await probes.start(
@@ -104,15 +103,20 @@ async def serve(settings: Settings, function: Function, log: FilteringBoundLogge
         if client is not None:
             await _consume(client, function, context, metrics, state, stopping)
         return EXIT_CONNECTION_LOST if lost.is_set() else 0
-    except ConfigError as exc:
-        log.error("Invalid configuration", error=str(exc), variable=exc.variable)
-        return EXIT_CONFIG
+    except ConfigError as exc:  # NATS refused the credentials
+        return _invalid(log, exc)
     finally:
         state.bound = False
         state.closing = True
         await _shut_down(function, context, client, log)
         await served.close()
         log.info("Stopped")
+
+
+def _invalid(log: FilteringBoundLogger, exc: ConfigError) -> int:
+    """One line naming the variable, and the exit status for a bad setting."""
+    log.error("Invalid configuration", error=str(exc), variable=exc.variable)
+    return EXIT_CONFIG
 
 
 async def _consume(
