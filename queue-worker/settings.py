@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urlsplit
 
-from runtime import ConfigError, Env
+from runtime import ConfigError, Env, read_secret, secret_folder
 
 from .backoff import BACKOFF_MODES
 from .callback_guard import Allowlist
@@ -109,11 +108,9 @@ def _gateway_url(env: Env) -> str:
 
 def _basic_auth(env: Env) -> tuple[str, str] | None:
     """The gateway's ``basic-auth-user`` and ``basic-auth-password`` secrets, if mounted."""
-    folder = Path(env.string("secret_mount_path", "/var/openfaas/secrets"))
-    user, password = folder / "basic-auth-user", folder / "basic-auth-password"
-    if not (user.is_file() and password.is_file()):
-        return None
-    return user.read_text().strip(), password.read_text().strip()
+    folder = secret_folder(env)
+    user, password = read_secret(folder, "basic-auth-user"), read_secret(folder, "basic-auth-password")
+    return (user, password) if user is not None and password is not None else None
 
 
 def _front_door_credentials(env: Env) -> tuple[str, str] | None:
@@ -121,8 +118,9 @@ def _front_door_credentials(env: Env) -> tuple[str, str] | None:
         return None
     credentials = _basic_auth(env)
     if credentials is None:
-        folder = env.string("secret_mount_path", "/var/openfaas/secrets")
         raise ConfigError(
-            "front_door_basic_auth", "true", f"expected the secrets basic-auth-user and basic-auth-password in {folder}"
+            "front_door_basic_auth",
+            "true",
+            f"expected the secrets basic-auth-user and basic-auth-password in {secret_folder(env)}",
         )
     return credentials

@@ -6,6 +6,7 @@ The public surface is what a function needs: the :class:`Event` it receives, the
 
 from __future__ import annotations
 
+from .auth import read_secret, secret_folder
 from .contract import Ack, Context, DeadLetter, Event, Function, Outcome, Retry, Terminate
 from .durations import format_duration, parse_duration
 from .env import Env
@@ -31,4 +32,6 @@ __all__ = [
     "Terminate",
     "format_duration",
     "parse_duration",
+    "read_secret",
+    "secret_folder",
 ]

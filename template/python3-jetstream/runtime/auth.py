@@ -55,7 +55,7 @@ class NatsAuth:
         Raises:
             ConfigError: an unknown mode, or a secret that is missing or empty.
         """
-        folder = Path(env.string("secret_mount_path", SECRET_MOUNT_PATH))
+        folder = secret_folder(env)
         mode = env.choice("nats_auth", "none", MODES)
         values = [_secret(folder, name, "nats_auth", mode) for name in MODES[mode]]
         options: dict[str, Any] = {}
@@ -73,13 +73,23 @@ class NatsAuth:
         return cls(mode=mode, tls=context is not None, options=options)
 
 
-def _secret(folder: Path, name: str, variable: str, value: str) -> str:
-    path = folder / name
+def secret_folder(env: Env) -> Path:
+    """Where the function's secrets are mounted (``secret_mount_path``)."""
+    return Path(env.string("secret_mount_path", SECRET_MOUNT_PATH))
+
+
+def read_secret(folder: Path, name: str) -> str | None:
+    """A secret's value without surrounding white space, or ``None`` when it is missing or empty."""
     try:
-        content = path.read_text().strip()
+        content = (folder / name).read_text().strip()
     except OSError:
-        content = ""
-    if not content:
+        return None
+    return content or None
+
+
+def _secret(folder: Path, name: str, variable: str, value: str) -> str:
+    content = read_secret(folder, name)
+    if content is None:
         raise ConfigError(variable, value, f"expected the secret {name} in {folder}")
     return content
 
