@@ -89,7 +89,8 @@ class QueueWorker:
             # Refused before invoking: the call would have nowhere allowed to report to.
             return await self._refuse(request, url, why, log)
         await self.status.write(request.call_id, request.function, "running", attempt=event.attempt)
-        result = await self._invoke(request, context.settings.queue_name, log)
+        name = self._function_name(request)
+        result = await self._invoke(request, name, context.settings.queue_name, log)
         decision = decide(
             policy,
             status=result.status,
@@ -99,7 +100,7 @@ class QueueWorker:
             now=datetime.now(UTC),
         )
         if isinstance(decision, RetryLater):
-            self.metrics.of(self.metrics.retries, self._function_name(request), str(result.status)).inc()
+            self.metrics.of(self.metrics.retries, name, str(result.status)).inc()
             next_at = time.time() + decision.delay_s
             await self.status.write(
                 request.call_id,
@@ -111,8 +112,8 @@ class QueueWorker:
             )
             return Retry(decision.delay_s, reason=f"status {result.status}")
         info = CallbackInfo(request.call_id, request.function, event.attempt - 1, policy.max_retries, USER_AGENT)
-        if not await self._callback(request, result, info, event, context, log):
-            return await self._refuse(request, request.callback_url() or "", "resolves to a forbidden address", log)
+        if url is not None and not await self._callback(url, result, info, event, context, log):
+            return await self._refuse(request, url, "resolves to a forbidden address", log)
         outcome = {"attempt": event.attempt, "status": result.status, "durationSeconds": round(result.duration_s, 6)}
         if decision == Final(exhausted=True):
             log.warning("Retries exhausted", status=result.status, attempts=event.attempt)
@@ -127,7 +128,9 @@ class QueueWorker:
         """Not invoked: the call was cancelled. The callback says so, with status 0."""
         log.info("Cancelled, not invoked")
         info = CallbackInfo(request.call_id, request.function, event.attempt - 1, 0, USER_AGENT, state="cancelled")
-        await self._callback(request, Result(0, (), b"", 0.0), info, event, context, log)
+        url = request.callback_url()
+        if url is not None:
+            await self._callback(url, Result(0, (), b"", 0.0), info, event, context, log)
         return Ack(reason="cancelled")
 
     async def _refuse(self, request: QueueRequest, url: str, why: str, log: FilteringBoundLogger) -> Outcome:
@@ -150,8 +153,7 @@ class QueueWorker:
             return f"a {len(request.body)}-byte body, more than max_request_size={limit}"
         return None
 
-    async def _invoke(self, request: QueueRequest, queue: str, log: FilteringBoundLogger) -> Result:
-        name = self._function_name(request)
+    async def _invoke(self, request: QueueRequest, name: str, queue: str, log: FilteringBoundLogger) -> Result:
         if self.settings.debug:
             # At info this would be a second line per call; "Invoked" below carries the same fields.
             log.debug("Invoke", bytes=len(request.body), url=self.invoker.url(request))
@@ -176,7 +178,7 @@ class QueueWorker:
 
     async def _callback(
         self,
-        request: QueueRequest,
+        url: str,
         result: Result,
         info: CallbackInfo,
         event: Event,
@@ -187,9 +189,6 @@ class QueueWorker:
 
         Returns False only when the destination was refused (then nothing is retried).
         """
-        url = request.callback_url()
-        if url is None:
-            return True
         delivery = await self._post(url, result, info, log)
         if delivery.ok or delivery.refused:
             return not delivery.refused
