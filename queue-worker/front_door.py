@@ -77,6 +77,9 @@ class FunctionCheck:
         self.known[function] = (found, time.monotonic() + self.ttl_s)
         return found
 
+    async def close(self) -> None:
+        await self.session.close()
+
 
 class FrontDoor:
     """The routes and what they share."""
@@ -88,6 +91,11 @@ class FrontDoor:
         self._context = context
         self._status = status
         self._check = check
+
+    async def close(self) -> None:
+        """Close the existence check's connections."""
+        if self._check is not None:
+            await self._check.close()
 
     def routes(self) -> list[web.AbstractRouteDef]:
         """The aiohttp routes, behind basic auth when it is configured."""

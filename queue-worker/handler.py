@@ -15,6 +15,7 @@ from runtime import Context, Event, Outcome
 from .call_status import CallStatus
 from .callback_guard import GuardedResolver
 from .front_door import FrontDoor, FunctionCheck
+from .gateway_client import GatewayClient
 from .invoke import Invoker
 from .metrics import WorkerMetrics
 from .settings import WorkerSettings
@@ -27,8 +28,9 @@ async def on_startup(context: Context) -> None:
     settings = WorkerSettings.from_env(context.environ)
     pool = context.settings.max_inflight
     invoker = Invoker(
-        session=make_session(timeout_s=settings.upstream_timeout_s, max_connections=pool, user_agent=USER_AGENT),
-        gateway_url=settings.gateway_url,
+        client=GatewayClient(
+            settings.gateway_url, timeout_s=settings.upstream_timeout_s, user_agent=USER_AGENT, max_idle=pool
+        ),
         timeout_s=settings.upstream_timeout_s,
     )
     callback_session = make_session(
@@ -46,7 +48,7 @@ async def on_startup(context: Context) -> None:
     check = None
     if settings.check_function_exists:
         check = FunctionCheck(
-            session=invoker.session,
+            session=make_session(timeout_s=settings.upstream_timeout_s, max_connections=8, user_agent=USER_AGENT),
             gateway_url=settings.gateway_url,
             credentials=settings.gateway_credentials,
             ttl_s=settings.function_cache_ttl_s,
@@ -94,3 +96,6 @@ async def on_shutdown(context: Context) -> None:
         await worker.status.close()
         await worker.invoker.aclose()
         await worker.callback_session.close()
+    front_door: FrontDoor | None = context.state.get("front_door")
+    if front_door is not None:
+        await front_door.close()

@@ -5,8 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import aiohttp
-
+from .gateway_client import GatewayClient, InvalidRequest, ProtocolError
 from .queue_request import QueueRequest
 from .transport import forwardable
 
@@ -14,6 +13,8 @@ from .transport import forwardable
 TRANSPORT_FAILURE_STATUS = 503
 #: Status recorded when the call outlives ``upstream_timeout``.
 TIMEOUT_STATUS = 504
+#: Status recorded when the stored request cannot be sent as it is.
+INVALID_REQUEST_STATUS = 400
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,36 +40,35 @@ def request_headers(request: QueueRequest) -> list[tuple[str, str]]:
 class Invoker:
     """Invokes functions at ``{gateway_url}/function/...`` within ``timeout_s``."""
 
-    def __init__(self, *, session: aiohttp.ClientSession, gateway_url: str, timeout_s: float) -> None:
-        self.session = session
-        self._gateway_url = gateway_url
+    def __init__(self, *, client: GatewayClient, timeout_s: float) -> None:
+        self.client = client
         self._timeout_s = timeout_s
 
     async def aclose(self) -> None:
-        """Close the connection pool."""
-        await self.session.close()
+        """Close the connections."""
+        await self.client.aclose()
 
     def url(self, request: QueueRequest) -> str:
         """The full URL the function is called at."""
-        return self._gateway_url + request.invoke_path()
+        return self.client.url(request.invoke_path())
 
     async def invoke(self, request: QueueRequest) -> Result:
-        """Make the call; a transport failure becomes 503 and a timeout 504, never an exception."""
+        """Make the call; a transport failure becomes 503 and a timeout 504, never an exception.
+
+        A request that cannot be sent as stored (a line break in a header, say) is answered
+        400 without calling anything, as the gateway would answer it.
+        """
         started = time.perf_counter()
         try:
-            # The session's ClientTimeout(total=upstream_timeout) bounds connecting, sending and reading.
-            async with self.session.request(
-                request.method,
-                self.url(request),
-                headers=request_headers(request),
-                data=request.body,
-                allow_redirects=False,
-            ) as response:
-                body = await response.read()
+            response = await self.client.request(
+                request.method, request.invoke_path(), request_headers(request), request.body
+            )
         except TimeoutError:
             elapsed = time.perf_counter() - started
             return Result(TIMEOUT_STATUS, (), b"", elapsed, f"no answer within {self._timeout_s:g}s")
-        except aiohttp.ClientError as exc:
+        except InvalidRequest as exc:
+            return Result(INVALID_REQUEST_STATUS, (), b"", time.perf_counter() - started, str(exc))
+        except (OSError, ProtocolError) as exc:
             detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             return Result(TRANSPORT_FAILURE_STATUS, (), b"", time.perf_counter() - started, detail)
-        return Result(response.status, tuple(response.headers.items()), body, time.perf_counter() - started)
+        return Result(response.status, response.headers, response.body, time.perf_counter() - started)

@@ -88,7 +88,7 @@ class QueueWorker:
         if url is not None and why is not None:
             # Refused before invoking: the call would have nowhere allowed to report to.
             return await self._refuse(request, url, why, log)
-        await self.status.write(request.call_id, request.function, "running", attempt=event.attempt)
+        self.status.started(request.call_id, request.function, event.attempt)
         name = self._function_name(request)
         result = await self._invoke(request, name, context.settings.queue_name, log)
         decision = decide(

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -104,27 +102,6 @@ async def test_a_missing_secret_fails_start_up_naming_it(tmp_path: Path, start_w
     assert await asyncio.to_thread(worker.process.wait, 20) == 78  # type: ignore[union-attr]
     assert "nats_auth" in worker.log_text()
     assert "nats-token" in worker.log_text()
-
-
-@pytest.fixture
-def certificates(tmp_path: Path) -> Iterator[Path]:
-    """A CA, a server certificate for 127.0.0.1 and a client certificate, made by openssl."""
-    folder = tmp_path / "certs"
-    folder.mkdir()
-
-    def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
-
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "nats-ca.crt", "-days", "1",
-        "-subj", "/CN=queue-worker test CA")  # fmt: skip
-    (folder / "server.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
-    (folder / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
-    for name in ("server", "client"):
-        run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
-            "-subj", f"/CN={name}")  # fmt: skip
-        run("x509", "-req", "-in", f"{name}.csr", "-CA", "nats-ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", f"{name}.crt", "-days", "1", "-extfile", f"{name}.ext")  # fmt: skip
-    return folder
 
 
 def _verifying_tls(certificates: Path) -> str:

@@ -149,4 +149,4 @@ async def test_an_unreachable_gateway_counts_as_503_and_is_retried(
     await wait_for_empty(nc, queue)
     assert (callback.header("X-Function-Status"), callback.header("X-Retry")) == ("503", "2")
     assert [e["status"] for e in worker.events("Invoked")] == [503, 503, 503]
-    assert all("ClientConnectorError" in e["error"] for e in worker.events("Invoked"))
+    assert all("ConnectionRefusedError" in e["error"] for e in worker.events("Invoked"))

@@ -11,17 +11,21 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from . import ack_subject
 from .contract import Ack, Context, DeadLetter, Event, Function, Outcome, Retry, Terminate
 from .dead_letters import DeadLetters
 from .metrics import RuntimeMetrics
 from .settings import Settings
 from .settle import Action, apply, plan
 
+#: What a handler may return besides None (a tuple built once: a union is built at each use).
+OUTCOMES = (Ack, Retry, Terminate, DeadLetter)
 #: Redelivery delay after a handler raised, doubled per delivery up to the cap.
 ERROR_RETRY_INITIAL_S = 1.0
 ERROR_RETRY_MAX_S = 60.0
@@ -68,6 +72,8 @@ class Consumer:
         self._dead_letters = dead_letters
         self._stopping = stopping
         self._inflight: dict[asyncio.Task[None], InFlight] = {}
+        # Read when scraped rather than counted per message.
+        metrics.inflight.set_function(lambda: len(self._inflight))
         #: Set when a slot frees up or stopping begins: what a full consumer waits for.
         self._wake = asyncio.Event()
 
@@ -128,28 +134,29 @@ class Consumer:
 
     async def _process(self, flight: InFlight) -> None:
         msg = flight.msg
-        metadata = msg.metadata
+        try:
+            delivery = ack_subject.parse(msg.reply)
+        except ack_subject.NotJetStream as exc:
+            # Nothing to acknowledge it with; a pull subscription never delivers one.
+            self._log.error("Not a JetStream message", subject=msg.subject, error=str(exc))
+            return
         event = Event(
             data=msg.data,
             headers=msg.headers or {},
             subject=msg.subject,
-            stream_seq=metadata.sequence.stream,
-            attempt=metadata.num_delivered,
-            published_at=metadata.timestamp,
+            stream_seq=delivery.stream_seq,
+            attempt=delivery.attempt,
+            published_at=datetime.fromtimestamp(delivery.timestamp_ns / 1e9, UTC),
         )
         context = self._context.bind(delivery=event.attempt, streamSeq=event.stream_seq)
-        started = time.monotonic()
-        self._metrics.inflight.inc()
         try:
             outcome = await self._call(event, context)
         except asyncio.CancelledError:
             # Shutdown cut the call short: hand the message back for another worker at once.
-            await asyncio.shield(self._settle(flight, Action("nak", reason="shutdown"), context))
+            await self._settle(flight, Action("nak", reason="shutdown"), context)
             raise
-        finally:
-            self._metrics.inflight.dec()
-        await asyncio.shield(self._settle(flight, plan(outcome), context))
-        self._metrics.handler_duration.observe(time.monotonic() - started)
+        await self._settle(flight, plan(outcome), context)
+        self._metrics.handler_duration.observe(time.monotonic() - flight.started)
 
     async def _call(self, event: Event, context: Context) -> Outcome | None:
         try:
@@ -159,13 +166,15 @@ class Consumer:
             context.log.exception("Handler failed")
             self._metrics.handler_errors.inc()
             return Retry(error_delay(event.attempt), reason="handler exception")
-        if result is not None and not isinstance(result, Ack | Retry | Terminate | DeadLetter):
+        if result is not None and not isinstance(result, OUTCOMES):
             context.log.error("Handler returned something that is not an outcome", type=type(result).__name__)
             self._metrics.handler_errors.inc()
             return Retry(error_delay(event.attempt), reason="handler result")
         return result
 
     async def _settle(self, flight: InFlight, action: Action, context: Context) -> None:
+        # From here on the drain leaves this task alone: cancelling it now could lose the
+        # acknowledgement half-sent (cheaper than asyncio.shield, which costs a task a message).
         flight.settling = True
         try:
             await apply(flight.msg, action, self._dead_letters)
@@ -219,6 +228,7 @@ class Consumer:
         self._log.info("Waiting for in-flight calls", count=len(self._inflight), timeout=timeout)
         done, pending = await asyncio.wait(set(self._inflight), timeout=timeout)
         for task in pending:
-            task.cancel()
+            if not self._inflight[task].settling:
+                task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
         self._log.info("In-flight calls drained", finished=len(done), returned=len(pending))

@@ -51,7 +51,7 @@ class RuntimeMetrics:
             ).labels(queue_name),
             inflight=Gauge(
                 "handler_inflight",
-                "Handler calls running now.",
+                "Messages being handled now, from delivery to acknowledgement.",
                 ["queue_name"],
                 **common,  # type: ignore[arg-type]
             ).labels(queue_name),

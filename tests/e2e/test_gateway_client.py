@@ -1,0 +1,219 @@
+"""The gateway client against real servers on loopback: aiohttp's, and bare sockets for the
+behaviours a well-behaved server only shows under load (idle timeouts, silence, cut answers)."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from function.gateway_client import GatewayClient, ProtocolError
+from harness.ports import free_port
+from harness.servers import RecordingServer
+
+pytestmark = pytest.mark.e2e
+
+#: A bare server's way of answering one connection.
+Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+class BareServer:
+    """Counts connections and lets ``serve`` answer each one."""
+
+    def __init__(self, serve: Serve) -> None:
+        self.connections = 0
+        self.port = free_port()
+        self._serve = serve
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def __aenter__(self) -> BareServer:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in self._writers:
+            writer.close()
+        await self._server.wait_closed()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self._writers.add(writer)
+        try:
+            await self._serve(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+async def _read_request(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(
+        (int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0
+    )
+    return head + await reader.readexactly(length)
+
+
+def _client(url: str, timeout_s: float = 10.0) -> GatewayClient:
+    return GatewayClient(url, timeout_s=timeout_s, user_agent="queue-worker/test", max_idle=4)
+
+
+@pytest.fixture
+async def client_for() -> AsyncIterator[Callable[..., GatewayClient]]:
+    made: list[GatewayClient] = []
+
+    def make(url: str, timeout_s: float = 10.0) -> GatewayClient:
+        made.append(_client(url, timeout_s))
+        return made[-1]
+
+    yield make
+    for client in made:
+        await client.aclose()
+
+
+async def test_requests_reuse_one_connection_and_send_what_they_are_given(
+    client_for: Callable[..., GatewayClient],
+) -> None:
+    seen: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            seen.append(await _read_request(reader))
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Echo: yes\r\n\r\nok")
+
+    async with BareServer(serve) as server:
+        client = client_for(server.url + "/base/")
+        for i in range(5):
+            response = await client.request("PUT", f"/function/f/?i={i}", [("X-A", "1")], b"body")
+            assert (response.status, response.body, response.headers[-1]) == (200, b"ok", ("X-Echo", "yes"))
+
+    assert server.connections == 1
+    assert seen[4] == (
+        b"PUT /base/function/f/?i=4 HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUser-Agent: queue-worker/test\r\n"
+        b"X-A: 1\r\nContent-Length: 4\r\n\r\nbody" % server.port
+    )
+
+
+async def test_a_connection_the_server_closed_while_idle_is_replaced_without_an_error(
+    client_for: Callable[..., GatewayClient],
+) -> None:
+    async def answer_once_then_hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # As a server does when its idle timeout fires just as the client reuses the connection:
+        # no "Connection: close", the connection simply ends after the answer.
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+
+    async with BareServer(answer_once_then_hang_up) as server:
+        client = client_for(server.url)
+        statuses = [(await client.request("POST", "/function/f", [], b"x")).status for _ in range(3)]
+
+    assert statuses == [200, 200, 200]
+    assert server.connections == 3
+
+
+async def test_a_silent_server_times_out_and_its_connection_is_dropped(
+    client_for: Callable[..., GatewayClient],
+) -> None:
+    answered = 0
+
+    async def silent_first(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal answered
+        while True:
+            await _read_request(reader)
+            if answered:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            answered += 1
+
+    async with BareServer(silent_first) as server:
+        client = client_for(server.url, timeout_s=0.2)
+        with pytest.raises(TimeoutError):
+            await client.request("POST", "/function/slow", [], b"")
+        # A late answer on the old connection must not be taken for the next request's.
+        response = await client.request("POST", "/function/f", [], b"")
+
+    assert response.status == 200
+    assert server.connections == 2
+
+
+async def test_an_answer_cut_short_is_a_protocol_error(client_for: Callable[..., GatewayClient]) -> None:
+    async def cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part")
+        await writer.drain()
+
+    async with BareServer(cut) as server:
+        with pytest.raises(ProtocolError):
+            await client_for(server.url).request("POST", "/function/f", [], b"")
+
+
+async def test_a_closed_port_is_a_connection_error(client_for: Callable[..., GatewayClient]) -> None:
+    with pytest.raises(ConnectionRefusedError):
+        await client_for(f"http://127.0.0.1:{free_port()}").request("POST", "/function/f", [], b"")
+
+
+async def test_chunked_and_large_answers_from_aiohttp(client_for: Callable[..., GatewayClient]) -> None:
+    big = bytes(range(256)) * 4096  # 1 MiB
+
+    async def streamed(request: web.Request, body: bytes) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"X-Streamed": "yes"})
+        await response.prepare(request)
+        for at in range(0, len(big), 100_000):
+            await response.write(big[at : at + 100_000])
+        await response.write_eof()
+        return response
+
+    server = await RecordingServer(behaviours={"stream": streamed}).start()
+    try:
+        client = client_for(server.url)
+        chunked = await client.request("GET", "/function/stream/", [], b"")
+        echoed = await client.request("POST", "/function/echo/", [("Content-Type", "application/x")], big)
+    finally:
+        await server.close()
+
+    assert (chunked.status, chunked.body == big, ("Transfer-Encoding", "chunked") in chunked.headers) == (
+        200,
+        True,
+        True,
+    )
+    assert (echoed.status, echoed.body == big) == (200, True)
+    assert server.calls[1].header("Content-Type") == "application/x"
+
+
+async def test_https_with_a_private_ca_from_ssl_cert_file(
+    certificates: Path, client_for: Callable[..., GatewayClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # OpenSSL reads SSL_CERT_FILE for its default trust store, as it does in the image.
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificates / "nats-ca.crt"))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certificates / "server.crt", certificates / "server.key")
+    async def secure(request: web.Request) -> web.Response:
+        return web.Response(text="secure")
+
+    app = web.Application()
+    app.router.add_post("/function/f", secure)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=context).start()
+    try:
+        response = await client_for(f"https://127.0.0.1:{port}").request("POST", "/function/f", [], b"")
+        monkeypatch.delenv("SSL_CERT_FILE")
+        untrusting = client_for(f"https://127.0.0.1:{port}")
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await untrusting.request("POST", "/function/f", [], b"")
+    finally:
+        await runner.cleanup()
+
+    assert (response.status, response.body) == (200, b"secure")

@@ -1,0 +1,188 @@
+"""The gateway client's request encoding and response framing, with no sockets."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from function.gateway_client import InvalidRequest, ProtocolError, Response, ResponseParser, encode_request
+
+
+def _feed_in_pieces(raw: bytes, cuts: list[int], method: str = "POST") -> list[Response]:
+    parser = ResponseParser()
+    parser.expect(method)
+    responses = []
+    edges = sorted({0, len(raw), *(c % (len(raw) + 1) for c in cuts)})
+    for start, end in itertools.pairwise(edges):
+        response = parser.feed(raw[start:end])
+        if response is not None:
+            responses.append(response)
+            parser.expect(method)
+    return responses
+
+
+def _chunked(body: bytes, sizes: list[int]) -> bytes:
+    out, at = [], 0
+    for size in sizes:
+        piece = body[at : at + size]
+        if not piece:
+            break
+        out.append(b"%x;ext=1\r\n%s\r\n" % (len(piece), piece))
+        at += len(piece)
+    if at < len(body):
+        out.append(b"%X\r\n%s\r\n" % (len(body) - at, body[at:]))
+    return b"".join(out) + b"0\r\nX-Trailer: yes\r\n\r\n"
+
+
+@given(body=st.binary(max_size=300), cuts=st.lists(st.integers(min_value=0), max_size=8))
+def test_a_content_length_response_reads_the_same_however_the_bytes_arrive(body: bytes, cuts: list[int]) -> None:
+    raw = b"HTTP/1.1 201 Created\r\nX-Call-Status: ok\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+
+    [response] = _feed_in_pieces(raw, cuts)
+
+    assert response == Response(201, (("X-Call-Status", "ok"), ("Content-Length", str(len(body)))), body, True)
+
+
+@given(
+    body=st.binary(max_size=300),
+    sizes=st.lists(st.integers(min_value=1, max_value=64), max_size=6),
+    cuts=st.lists(st.integers(min_value=0), max_size=8),
+)
+def test_a_chunked_body_is_reassembled_however_it_was_cut(body: bytes, sizes: list[int], cuts: list[int]) -> None:
+    raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + _chunked(body, sizes)
+
+    [response] = _feed_in_pieces(raw, cuts)
+
+    assert (response.body, response.keep_alive) == (body, True)
+
+
+def test_two_responses_in_turn_on_one_connection() -> None:
+    first = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"
+    second = b"HTTP/1.1 500 Internal Server Error\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nbad\r\n0\r\n\r\n"
+
+    responses = _feed_in_pieces(first + second, [len(first)])
+
+    assert [(r.status, r.body) for r in responses] == [(200, b"hi"), (500, b"bad")]
+
+
+def test_interim_responses_are_skipped() -> None:
+    raw = (
+        b"HTTP/1.1 100 Continue\r\n\r\n"
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    )
+
+    [response] = _feed_in_pieces(raw, [])
+
+    assert (response.status, response.headers) == (200, (("Content-Length", "0"),))
+
+
+@pytest.mark.parametrize(("method", "status"), [("HEAD", 200), ("GET", 204), ("GET", 304)], ids=["HEAD", "204", "304"])
+def test_responses_that_never_have_a_body(method: str, status: int) -> None:
+    raw = b"HTTP/1.1 %d X\r\nContent-Length: 10\r\n\r\n" % status
+
+    [response] = _feed_in_pieces(raw, [], method=method)
+
+    assert (response.status, response.body, response.keep_alive) == (status, b"", True)
+
+
+def test_a_body_without_length_ends_with_the_connection() -> None:
+    parser = ResponseParser()
+    assert parser.feed(b"HTTP/1.1 200 OK\r\n\r\npart one, ") is None
+    assert parser.feed(b"part two") is None
+
+    response = parser.feed_eof()
+
+    assert (response.body, response.keep_alive) == (b"part one, part two", False)
+
+
+@pytest.mark.parametrize(
+    ("head", "keep_alive"),
+    [
+        (b"HTTP/1.1 200 OK\r\nConnection: close", False),
+        (b"HTTP/1.1 200 OK\r\nConnection: Keep-Alive, Close", False),
+        (b"HTTP/1.0 200 OK", False),
+        (b"HTTP/1.0 200 OK\r\nConnection: keep-alive", True),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip", False),
+    ],
+)
+def test_when_a_connection_may_carry_another_request(head: bytes, keep_alive: bool) -> None:
+    parser = ResponseParser()
+    framing = b"" if b"Transfer-Encoding" in head else b"\r\nContent-Length: 0"
+    response = parser.feed(head + framing + b"\r\n\r\n") or parser.feed_eof()
+
+    assert response.keep_alive is keep_alive
+
+
+def test_bytes_beyond_the_response_make_the_connection_unusable() -> None:
+    response = ResponseParser().feed(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nab")
+
+    assert response is not None
+    assert (response.body, response.keep_alive) == (b"a", False)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"HTTP/2 200 OK\r\n\r\n",
+        b"HTTP/1.1 2x0 OK\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: \xb2\r\n\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0x1\r\na\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n+1\r\na\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1_0\r\na\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nab\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX: " + b"a" * (70 * 1024),
+    ],
+)
+def test_malformed_responses_are_protocol_errors(raw: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        ResponseParser().feed(raw)
+
+
+def test_a_connection_closed_mid_body_is_a_protocol_error() -> None:
+    parser = ResponseParser()
+    assert parser.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc") is None
+
+    with pytest.raises(ProtocolError):
+        parser.feed_eof()
+
+
+def test_a_request_is_framed_with_host_first_and_its_length() -> None:
+    data = encode_request("POST", "/function/f/?a=1", "gw:8080", [("X-A", "1"), ("X-A", "2")], b"body")
+
+    assert data == (
+        b"POST /function/f/?a=1 HTTP/1.1\r\nHost: gw:8080\r\nX-A: 1\r\nX-A: 2\r\nContent-Length: 4\r\n\r\nbody"
+    )
+
+
+def test_a_get_without_a_body_carries_no_length() -> None:
+    assert encode_request("GET", "/f", "gw", [], b"") == b"GET /f HTTP/1.1\r\nHost: gw\r\n\r\n"
+    assert b"Content-Length: 0" in encode_request("POST", "/f", "gw", [], b"")
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "headers"),
+    [
+        ("POST", "/f", [("X-A", "1\r\nX-Injected: yes")]),
+        ("POST", "/f", [("X-A", "1\nX")]),
+        ("POST", "/f", [("X-A", "nul\x00")]),
+        ("POST", "/f", [("X A", "1")]),
+        ("POST", "/f", [("X-A:", "1")]),
+        ("POST", "/f", [("X-A", "snow \u2603")]),
+        ("POST", "/f HTTP/1.1\r\nX: y", []),
+        ("PO ST", "/f", []),
+    ],
+)
+def test_what_would_change_the_requests_meaning_is_refused(
+    method: str, target: str, headers: list[tuple[str, str]]
+) -> None:
+    with pytest.raises(InvalidRequest):
+        encode_request(method, target, "gw", headers, b"")
