@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import itertools
+import json
 import uuid
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import httpx
 import pytest
 from aiohttp import web
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 
 from function.queue_request import decode
 from harness.natsd import NatsServer
@@ -223,6 +225,37 @@ async def test_status_follows_a_call_that_retries_and_cancel_stops_one_in_back_o
     assert len(gateway.calls_to("down")) == 1  # never invoked again
     assert doomed_status["state"] == "cancelled"
     assert (again.status_code, unknown_get.status_code, unknown_delete.status_code) == (409, 404, 404)
+
+
+async def test_running_is_recorded_only_for_a_call_that_takes_a_while(
+    nc: Client, gateway: RecordingServer, start_worker: WorkerFactory
+) -> None:
+    # RUNNING_AFTER_S is 0.25 s: the slow call runs six times that, the quick one far less.
+    async def slow(request: web.Request, body: bytes) -> web.Response:
+        await asyncio.sleep(1.5)
+        return web.Response(text="done")
+
+    gateway.behaviours["slow"] = slow
+    bucket = f"calls-{uuid.uuid4().hex[:8]}"
+    worker = start_worker(call_status_bucket=bucket)
+    await worker.wait_ready()
+    written: dict[str, list[str]] = {}
+
+    async def record(msg: Msg) -> None:
+        status = json.loads(msg.data)
+        written.setdefault(status["callId"], []).append(status["state"])
+
+    # Every write to the bucket, not just the latest value, which is all a GET could show.
+    watch = await nc.subscribe(f"$KV.{bucket}.>", cb=record)
+    async with httpx.AsyncClient() as client:
+        ids = [
+            (await client.post(_url(worker, f"/async-function/{name}"), content=b"x")).headers["X-Call-Id"]
+            for name in ("slow", "figlet")
+        ]
+        await wait_until(lambda: all(written.get(i, [""])[-1] == "succeeded" for i in ids), 10, "both calls done")
+    await watch.unsubscribe()
+
+    assert [written[i] for i in ids] == [["queued", "running", "succeeded"], ["queued", "succeeded"]]
 
 
 async def test_basic_auth_guards_the_routes_when_configured(

@@ -198,6 +198,7 @@ async def test_https_with_a_private_ca_from_ssl_cert_file(
     monkeypatch.setenv("SSL_CERT_FILE", str(certificates / "nats-ca.crt"))
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(certificates / "server.crt", certificates / "server.key")
+
     async def secure(request: web.Request) -> web.Response:
         return web.Response(text="secure")
 
