@@ -1,7 +1,9 @@
-"""Header rules shared by the invocation and the callback, and the HTTP sessions they use.
+"""Header rules shared by the invocation and the callback, and the aiohttp sessions for
+callbacks and the gateway's function check.
 
 aiohttp, not httpx: httpx's connection pool slows down as concurrency grows (encode/httpx#3215);
-`make bench` measured it at a tenth of aiohttp's rate at 100 calls in flight.
+`make bench` measured it at a tenth of aiohttp's rate at 100 calls in flight. Invocations, the
+hot path, use :mod:`.gateway_client`.
 """
 
 from __future__ import annotations

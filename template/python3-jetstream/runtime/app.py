@@ -18,7 +18,6 @@ from typing import TypeVar
 
 import nats.errors
 from nats.aio.client import Client
-from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry, disable_created_metrics
 from structlog.typing import FilteringBoundLogger
 
@@ -134,8 +133,7 @@ async def _consume(
 ) -> None:
     """Bind to the consumer (creating what is missing) and consume until stopped."""
     settings, log = context.settings, context.log
-    subscription = await _until_stopped(_bind(client, settings, log), stopping)
-    if subscription is None:
+    if not await _until_stopped(_prepare(client, settings, log), stopping):
         return
     if function.on_connect is not None:
         await function.on_connect(context)
@@ -148,7 +146,7 @@ async def _consume(
         settings=settings,
         function=function,
         context=context,
-        subscription=subscription,
+        client=client,
         metrics=metrics,
         dead_letters=DeadLetters(js, subject=settings.dead_letter_subject, max_payload=client.max_payload),
         stopping=stopping,
@@ -171,13 +169,13 @@ def _keep_gc_off_the_hot_path() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
-async def _bind(client: Client, settings: Settings, log: FilteringBoundLogger) -> JetStreamContext.PullSubscription:
-    """Ensure the stream and consumer and bind to them, retrying while JetStream is not ready."""
+async def _prepare(client: Client, settings: Settings, log: FilteringBoundLogger) -> bool:
+    """Ensure the stream and consumer, retrying while JetStream is not ready; True when done."""
     js = client.jetstream()
     while True:
         try:
             await ensure_topology(js, settings, log)
-            return await js.pull_subscribe_bind(durable=settings.durable, stream=settings.stream)
+            return True
         except (TimeoutError, nats.errors.Error) as exc:
             log.warning("JetStream not ready", error=str(exc) or type(exc).__name__, retryIn=TOPOLOGY_RETRY_S)
             await asyncio.sleep(TOPOLOGY_RETRY_S)
@@ -205,8 +203,7 @@ async def _shut_down(function: Function, context: Context, client: Client | None
             log.exception("on_shutdown failed")
     if client is not None and not client.is_closed:
         try:
-            # A PING round trip after the last ack proves every ack reached the server. (nc.drain()
-            # would also do it, but it waits forever on a pull subscription's status messages.)
+            # A PING round trip after the last ack proves every ack reached the server.
             await client.flush(timeout=FLUSH_TIMEOUT_S)
         except (TimeoutError, nats.errors.Error) as exc:
             log.warning("Flush failed", error=str(exc) or type(exc).__name__)

@@ -1,5 +1,5 @@
-"""The pull loop: fetch only as many messages as there are free slots, run the handler for
-each, keep the ack deadline alive while it runs, and settle by its outcome.
+"""The pull loop: keep pull requests open for the free slots, run the handler for each message
+as it arrives, keep the ack deadline alive while it runs, and settle by its outcome.
 
 Every task this module starts is owned by :class:`Consumer` and is awaited or cancelled
 before :meth:`Consumer.run` returns.
@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import nats.errors
+from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
+from nats.aio.subscription import Subscription
 
 from . import ack_subject
 from .contract import Ack, Context, DeadLetter, Event, Function, Outcome, Retry, Terminate
 from .dead_letters import DeadLetters
 from .metrics import RuntimeMetrics
+from .pulls import GRACE_S, Pulls
 from .settings import Settings
 from .settle import Action, apply, plan
 
@@ -31,8 +34,10 @@ ERROR_RETRY_INITIAL_S = 1.0
 ERROR_RETRY_MAX_S = 60.0
 #: How many in-progress acks fit into one ack deadline; more than one absorbs a late tick.
 HEARTBEATS_PER_ACK_WAIT = 3
-#: Pause after a failed fetch (connection lost, consumer missing) before pulling again.
-FETCH_ERROR_PAUSE_S = 1.0
+#: Pause after a refused pull (consumer missing, too many waiting) before pulling again.
+PULL_ERROR_PAUSE_S = 1.0
+#: Statuses that end a pull request in the normal course: it expired, or JetStream moved.
+ROUTINE_ENDINGS = frozenset({("408", ""), ("409", "Leadership Change")})
 
 
 @dataclass(slots=True)
@@ -58,7 +63,7 @@ class Consumer:
         settings: Settings,
         function: Function,
         context: Context,
-        subscription: JetStreamContext.PullSubscription,
+        client: Client,
         metrics: RuntimeMetrics,
         dead_letters: DeadLetters,
         stopping: asyncio.Event,
@@ -67,60 +72,108 @@ class Consumer:
         self._function = function
         self._context = context
         self._log = context.log
-        self._subscription = subscription
+        self._client = client
         self._metrics = metrics
         self._dead_letters = dead_letters
         self._stopping = stopping
         self._inflight: dict[asyncio.Task[None], InFlight] = {}
         # Read when scraped rather than counted per message.
         metrics.inflight.set_function(lambda: len(self._inflight))
-        #: Set when a slot frees up or stopping begins: what a full consumer waits for.
+        #: Set when there is something to ask for, or stopping begins: what the pull loop waits for.
         self._wake = asyncio.Event()
+        self._pulls = Pulls.for_slots(settings.max_inflight, settings.fetch_wait_s)
+        self._inbox = client.new_inbox()
+        self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{settings.stream}.{settings.durable}"
+        #: When the server last sent anything for our requests, or we last asked.
+        self._heard = time.monotonic()
+        self._paused_until = 0.0
 
     async def run(self) -> None:
         """Consume until stopped; then let running calls finish within ``shutdown_timeout``."""
+        subscription = await self._client.subscribe(f"{self._inbox}.*", cb=self._on_message)
         stop_waiter = asyncio.create_task(self._stopping.wait())
         stop_waiter.add_done_callback(lambda _: self._wake.set())
         heartbeat = asyncio.create_task(self._heartbeat())
         try:
-            await self._consume()
+            await self._pull()
         finally:
-            await self._drain()
+            await asyncio.gather(self._close_pulls(subscription), self._drain())
             for task in (heartbeat, stop_waiter):
                 task.cancel()
             await asyncio.gather(heartbeat, stop_waiter, return_exceptions=True)
-            with contextlib.suppress(nats.errors.Error):  # The connection is going away anyway.
-                await self._subscription.unsubscribe()
 
-    async def _consume(self) -> None:
+    async def _pull(self) -> None:
+        """Ask for messages whenever enough slots are free; notice requests the server lost."""
+        expires_s = self._settings.fetch_wait_s
         while not self._stopping.is_set():
-            free = self._settings.max_inflight - len(self._inflight)
-            if free <= 0:
-                # One event, not asyncio.wait over every task: that costs O(max_inflight) per wake-up.
-                self._wake.clear()
-                await self._wake.wait()
-                # Let the other calls finishing in this same turn free their slots too, so the
-                # next pull asks for several messages rather than one.
-                await asyncio.sleep(0)
-                continue
-            messages = await self._fetch(free)
-            if self._stopping.is_set():
-                await self._return_unstarted(messages)
-                return
-            for msg in messages:
-                self._start(msg)
+            now = time.monotonic()
+            if self._pulls.outstanding and now - self._heard > expires_s + GRACE_S:
+                # Every open request ends within expires_s, by message or status: these are gone
+                # (a restarted server, a lost connection).
+                self._log.info("Pull requests lost, asking again", outstanding=self._pulls.outstanding)
+                self._pulls.lost()
+            batch = self._pulls.wanted(len(self._inflight)) if now >= self._paused_until else 0
+            if batch:
+                await self._ask(batch, now)
+            self._wake.clear()
+            timeout = self._paused_until - now if self._paused_until > now else expires_s
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            # Let the other calls finishing in this same turn free their slots too.
+            await asyncio.sleep(0)
 
-    async def _fetch(self, batch: int) -> list[Msg]:
+    async def _ask(self, batch: int, now: float) -> None:
+        request_id = self._pulls.asked(batch, now)
+        self._heard = now
+        request = json.dumps({"batch": batch, "expires": int(self._settings.fetch_wait_s * 1e9)}).encode()
         try:
-            return await self._subscription.fetch(batch=batch, timeout=self._settings.fetch_wait_s)
-        except (TimeoutError, nats.errors.TimeoutError):
-            # An idle pull ends in a timeout; nats-py raises either class.
-            return []
+            await self._client.publish(self._next_subject, request, reply=f"{self._inbox}.{request_id}")
         except nats.errors.Error as exc:
-            self._log.warning("Fetch failed", error=str(exc) or type(exc).__name__)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), FETCH_ERROR_PAUSE_S)
-            return []
+            self._pulls.ended(request_id, batch)
+            self._log.warning("Pull failed", error=str(exc) or type(exc).__name__)
+            self._paused_until = now + PULL_ERROR_PAUSE_S
+
+    async def _on_message(self, msg: Msg) -> None:
+        """Every message on the pull inbox: a delivery, or a status about one of our requests."""
+        self._heard = time.monotonic()
+        if not msg.reply:
+            self._on_status(msg)
+            return
+        self._pulls.delivered()
+        if self._stopping.is_set():
+            # Asked for before stopping, arrived after: straight back for another worker.
+            with contextlib.suppress(nats.errors.Error):  # ack_wait brings it back all the same.
+                await msg.nak()
+            self._wake.set()
+            return
+        self._start(msg)
+
+    def _on_status(self, msg: Msg) -> None:
+        headers = msg.headers or {}
+        status, description = headers.get("Status", ""), headers.get("Description", "")
+        if status == "100":
+            return  # a heartbeat; none are asked for
+        undelivered = headers.get("Nats-Pending-Messages", "")
+        self._pulls.ended(msg.subject.rpartition(".")[2], int(undelivered) if undelivered.isdigit() else None)
+        if (status, "" if status == "408" else description) not in ROUTINE_ENDINGS:
+            # 409 Exceeded MaxWaiting, Consumer Deleted; 503 no consumer answered: pause, not spin.
+            self._log.warning("Pull refused", status=status, description=description.strip())
+            self._paused_until = time.monotonic() + PULL_ERROR_PAUSE_S
+        self._wake.set()
+
+    async def _close_pulls(self, subscription: Subscription) -> None:
+        """Stop asking; hand back what still arrives until every open request has ended (an
+        unsubscribed inbox would leave those messages to wait out ack_wait); then unsubscribe."""
+        deadline = time.monotonic() + self._settings.fetch_wait_s + GRACE_S
+        while self._pulls.outstanding and self._client.is_connected:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), remaining)
+        with contextlib.suppress(nats.errors.Error):  # The connection is going away anyway.
+            await subscription.unsubscribe()
 
     def _start(self, msg: Msg) -> None:
         flight = InFlight(msg)
@@ -130,7 +183,8 @@ class Consumer:
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         del self._inflight[task]
-        self._wake.set()
+        if self._pulls.wanted(len(self._inflight)):
+            self._wake.set()
 
     async def _process(self, flight: InFlight) -> None:
         msg = flight.msg
@@ -213,13 +267,6 @@ class Consumer:
                 # A lost connection also loses the lease; redelivery covers it.
                 with contextlib.suppress(nats.errors.Error):
                     await flight.msg.in_progress()
-
-    async def _return_unstarted(self, messages: list[Msg]) -> None:
-        for msg in messages:
-            with contextlib.suppress(nats.errors.Error):  # ack_wait brings it back all the same.
-                await msg.nak()
-        if messages:
-            self._log.info("Returned unstarted messages", count=len(messages))
 
     async def _drain(self) -> None:
         if not self._inflight:

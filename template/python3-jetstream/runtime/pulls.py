@@ -1,0 +1,77 @@
+"""Bookkeeping for pull requests kept open ahead of need, with no I/O.
+
+The consumer keeps pull requests waiting on the server for every free slot, so each message is
+handed over the moment it arrives. It does not wait for a batch to fill, as a fetch does (at a
+steady trickle that adds up to ``batch / rate`` of latency to a message). :class:`Pulls` counts
+what has been asked for and not yet come. Each request has its own reply subject, so the server's status
+for it (408 when it expires, 409 when it is refused, 503 when no consumer answers) says which
+request ended and, usually, how many of its messages never came.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+#: How long after its expiry a request is still remembered, for a late status about it.
+GRACE_S = 1.0
+
+
+@dataclass
+class Pulls:
+    """How many messages are asked for and not yet delivered, within ``max_inflight``."""
+
+    max_inflight: int
+    expires_s: float
+    #: Ask only once this many slots are free (or when nothing at all is asked for), so that a
+    #: stream of completions does not become a stream of one-message requests.
+    refill_at: int
+    outstanding: int = 0
+    _open: dict[str, tuple[int, float]] = field(default_factory=dict)
+    _next_id: int = 0
+
+    @classmethod
+    def for_slots(cls, max_inflight: int, expires_s: float) -> Pulls:
+        """An eighth of the slots per request: at most that share of them idles while a
+        request is on its way, and a backlog still comes in few requests."""
+        return cls(max_inflight, expires_s, refill_at=max(1, max_inflight // 8))
+
+    def wanted(self, running: int) -> int:
+        """How many messages to ask for now, with ``running`` handlers busy (0: none)."""
+        free = self.max_inflight - running - self.outstanding
+        if free >= self.refill_at or (free > 0 and self.outstanding == 0):
+            return free
+        return 0
+
+    def asked(self, batch: int, now: float) -> str:
+        """Record a request for ``batch`` messages; returns its id (the reply subject's last token)."""
+        self._forget_expired(now)
+        request_id = str(self._next_id)
+        self._next_id += 1
+        self._open[request_id] = (batch, now + self.expires_s)
+        self.outstanding += batch
+        return request_id
+
+    def delivered(self) -> None:
+        """One message arrived."""
+        self.outstanding = max(0, self.outstanding - 1)
+
+    def ended(self, request_id: str, undelivered: int | None) -> None:
+        """The server ended a request, with ``undelivered`` messages of it never sent; ``None``
+        when it did not say (a refused request: then none of it was sent)."""
+        batch, _ = self._open.pop(request_id, (0, 0.0))
+        missing = batch if undelivered is None else undelivered
+        self.outstanding = max(0, self.outstanding - missing)
+
+    def lost(self) -> None:
+        """Every open request is gone (the server restarted, say): start counting afresh."""
+        self._open.clear()
+        self.outstanding = 0
+
+    def _forget_expired(self, now: float) -> None:
+        # Requests that got all their messages end without a status; expiry order is insertion
+        # order, so the oldest are at the front.
+        while self._open:
+            request_id, (_, expires_at) = next(iter(self._open.items()))
+            if expires_at + GRACE_S > now:
+                return
+            del self._open[request_id]
