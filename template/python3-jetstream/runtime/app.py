@@ -42,10 +42,12 @@ EXIT_CONNECTION_LOST = 1
 FLUSH_TIMEOUT_S = 5
 #: Pause between attempts to create or bind the stream and consumer.
 TOPOLOGY_RETRY_S = 2.0
-#: Container allocations between young-generation collections (CPython's default is 700). One
-#: message allocates hundreds, so the default collects every few messages, walking each call in
-#: flight every time: about a tenth of the CPU at full rate, which `make bench` shows.
+#: Container allocations between young-generation collections, at least and per slot in flight
+#: (CPython's default is 700). One message allocates hundreds, so the default collects every few
+#: messages, and each collection walks every call in flight: about a tenth of the CPU at full
+#: rate at 100 in flight, and a fifth at 1000, which `make bench` shows.
 GC_YOUNG_THRESHOLD = 10_000
+GC_YOUNG_PER_SLOT = 50
 
 
 def main(environ: Mapping[str, str] | None = None) -> int:
@@ -152,7 +154,7 @@ async def _consume(
         stopping=stopping,
     )
     refresher = asyncio.create_task(refresh(js, settings, collector, log))
-    _keep_gc_off_the_hot_path()
+    _keep_gc_off_the_hot_path(settings.max_inflight)
     try:
         await consumer.run()
     finally:
@@ -160,13 +162,13 @@ async def _consume(
         await asyncio.gather(refresher, return_exceptions=True)
 
 
-def _keep_gc_off_the_hot_path() -> None:
+def _keep_gc_off_the_hot_path(max_inflight: int) -> None:
     """Freeze what start-up built (modules, settings, clients: never garbage) so that no
     collection walks it again, and collect the young generation less often."""
     gc.collect()
     gc.freeze()
     _, middle, old = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+    gc.set_threshold(max(GC_YOUNG_THRESHOLD, GC_YOUNG_PER_SLOT * max_inflight), middle, old)
 
 
 async def _prepare(client: Client, settings: Settings, log: FilteringBoundLogger) -> bool:

@@ -22,8 +22,8 @@ class Pulls:
 
     max_inflight: int
     expires_s: float
-    #: Ask only once this many slots are free (or when nothing at all is asked for), so that a
-    #: stream of completions does not become a stream of one-message requests.
+    #: Ask only once this many slots are free, so that a stream of completions does not become
+    #: a stream of one-message requests.
     refill_at: int
     outstanding: int = 0
     _open: dict[str, tuple[int, float]] = field(default_factory=dict)
@@ -38,9 +38,7 @@ class Pulls:
     def wanted(self, running: int) -> int:
         """How many messages to ask for now, with ``running`` handlers busy (0: none)."""
         free = self.max_inflight - running - self.outstanding
-        if free >= self.refill_at or (free > 0 and self.outstanding == 0):
-            return free
-        return 0
+        return free if free >= self.refill_at else 0
 
     def asked(self, batch: int, now: float) -> str:
         """Record a request for ``batch`` messages; returns its id (the reply subject's last token)."""
