@@ -12,6 +12,8 @@ import pytest
 from aiohttp import web
 
 from function.gateway_client import GatewayClient, ProtocolError
+from function.invoke import Invoker
+from function.queue_request import QueueRequest
 from harness.ports import free_port
 from harness.servers import RecordingServer
 
@@ -218,3 +220,17 @@ async def test_https_with_a_private_ca_from_ssl_cert_file(
         await runner.cleanup()
 
     assert (response.status, response.body) == (200, b"secure")
+
+
+async def test_a_stored_header_that_would_split_the_request_is_answered_400_unsent(
+    gateway: RecordingServer, client_for: Callable[..., GatewayClient]
+) -> None:
+    invoker = Invoker(client=client_for(gateway.url), timeout_s=10)
+    smuggler = QueueRequest(function="f", header={"X-A": ("1\r\nContent-Length: 0\r\n\r\nGET /admin HTTP/1.1",)})
+
+    result = await invoker.invoke(smuggler)
+    fine = await invoker.invoke(QueueRequest(function="f", header={"X-A": ("1",)}))
+
+    assert (result.status, "cannot be sent" in result.error) == (400, True)
+    assert fine.status == 200
+    assert [call.path_qs for call in gateway.calls] == ["/function/f/"]

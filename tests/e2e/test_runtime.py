@@ -59,6 +59,27 @@ async def test_a_call_three_times_longer_than_ack_wait_runs_once(
     assert len(_received(worker, "sleep:3")) == 1
 
 
+async def test_a_deleted_consumer_is_reported_and_its_return_picked_up(
+    nc: Client, queue: Queue, start_worker: WorkerFactory
+) -> None:
+    worker = start_worker(PROBE)  # fetch_wait is 250 ms in tests
+    await worker.wait_ready()
+    js = nc.jetstream()
+    config = (await js.consumer_info(queue.stream, queue.durable)).config
+
+    await js.delete_consumer(queue.stream, queue.durable)
+    await wait_until(lambda: bool(worker.events("Pull refused")), 10, "refused pulls reported")
+    await asyncio.sleep(3)
+    refused = len(worker.events("Pull refused"))
+    await js.add_consumer(queue.stream, config)
+    await js.publish(queue.subject, b"after")
+
+    await wait_until(lambda: bool(_received(worker, "after")), 10, "a message once the consumer is back")
+    # Paused a second after each refusal (about four in those seconds), not asking in a tight loop.
+    assert refused <= 20, refused
+    assert {e["status"] for e in worker.events("Pull refused")} <= {"409", "503"}
+
+
 async def test_sigterm_lets_the_running_call_finish_and_exits_zero(
     nc: Client, queue: Queue, start_worker: WorkerFactory
 ) -> None:
