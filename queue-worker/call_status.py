@@ -6,8 +6,8 @@ Every state change is one small JSON value under the call's key: ``queued`` (by 
 Workers write with plain publishes to the bucket's subject, so no message waits for a round
 trip; values expire with the bucket's TTL. ``running`` is written only for a call still running
 after :data:`RUNNING_AFTER_S`: a quicker call goes from ``queued`` straight to its outcome, which
-halves the writes (and the server's work) at high rates. Cancellations go to a second bucket that every worker
-follows live, so checking one costs a set lookup, not a request.
+halves the writes (and the server's work) at high rates. Cancellations go to a second bucket
+that every worker follows live, so checking one costs a set lookup, not a request.
 """
 
 from __future__ import annotations

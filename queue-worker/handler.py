@@ -22,6 +22,9 @@ from .settings import WorkerSettings
 from .transport import make_session
 from .worker import USER_AGENT, VERSION, QueueWorker
 
+#: Connections for the function-existence check: one short GET per function every few seconds.
+CHECK_CONNECTIONS = 8
+
 
 async def on_startup(context: Context) -> None:
     """Validate the settings (a bad one stops start-up) and open the HTTP clients."""
@@ -48,7 +51,9 @@ async def on_startup(context: Context) -> None:
     check = None
     if settings.check_function_exists:
         check = FunctionCheck(
-            session=make_session(timeout_s=settings.upstream_timeout_s, max_connections=8, user_agent=USER_AGENT),
+            session=make_session(
+                timeout_s=settings.upstream_timeout_s, max_connections=CHECK_CONNECTIONS, user_agent=USER_AGENT
+            ),
             gateway_url=settings.gateway_url,
             credentials=settings.gateway_credentials,
             ttl_s=settings.function_cache_ttl_s,

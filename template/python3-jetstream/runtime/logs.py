@@ -36,9 +36,6 @@ def _mask(value: Any) -> Any:
 #: Builtin types, not the Mapping ABC, and a tuple made once: an ABC check, or a union built
 #: at each call, costs more than the rest of the loop.
 _CONTAINERS = (dict, list, tuple)
-#: Field names seen so far and whether each is a secret's. Field names come from the code, so
-#: this stays small, and it spares a ``lower()`` per field per line.
-_SECRET_FIELD: dict[str, bool] = {}
 
 
 def redact(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
@@ -47,10 +44,7 @@ def redact(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     Most events have flat fields and no secret: those pass through without being copied.
     """
     for key, value in event_dict.items():
-        secret = _SECRET_FIELD.get(key)
-        if secret is None:
-            secret = _SECRET_FIELD[key] = str(key).lower() in SECRET_NAMES
-        if secret or isinstance(value, _CONTAINERS):
+        if key.lower() in SECRET_NAMES or isinstance(value, _CONTAINERS):
             return _mask(event_dict)  # type: ignore[no-any-return]
     return event_dict
 
@@ -76,8 +70,8 @@ def render_json(_: WrappedLogger, method: str, event_dict: EventDict) -> str:
     production encoder writes it (epoch seconds are what pipelines built for the OpenFaaS
     worker expect, and cheaper than a formatted time).
 
-    The whole pipeline in one step: the per-invocation line is on the hot path, and a chain of
-    processors costs twice as much.
+    The whole pipeline in one step: the per-invocation line is on the hot path, and structlog's
+    chain of five processors for the same line cost a fifth more.
     """
     level, event, fields = _fields(method, event_dict)
     line = {"ts": time.time(), "level": level, "msg": event}
