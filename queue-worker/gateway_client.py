@@ -77,10 +77,11 @@ def encode_request(method: str, target: str, host: str, headers: Iterable[tuple[
         lines.append(f"Content-Length: {len(body)}\r\n")
     lines.append("\r\n")
     try:
-        head = "".join(lines).encode("latin-1")
+        # As UTF-8, like Go and aiohttp: the gateway stored the bytes it received as JSON text,
+        # and this gives them back.
+        head = "".join(lines).encode("utf-8")
     except UnicodeEncodeError:
-        # Go's gateway stores header values as they arrived; bytes above U+00FF cannot have.
-        raise InvalidRequest("a header holds characters outside ISO-8859-1") from None
+        raise InvalidRequest("a header holds a lone surrogate, which no bytes encode") from None
     return head + body
 
 

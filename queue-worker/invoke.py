@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 
 from .gateway_client import GatewayClient, InvalidRequest, ProtocolError
+from .gourl import URLError
 from .queue_request import QueueRequest
 from .transport import forwardable
 
@@ -55,18 +56,18 @@ class Invoker:
     async def invoke(self, request: QueueRequest) -> Result:
         """Make the call; a transport failure becomes 503 and a timeout 504, never an exception.
 
-        A request that cannot be sent as stored (a line break in a header, say) is answered
-        400 without calling anything, as the gateway would answer it.
+        A request that cannot be sent as stored (a line break in a header, an invalid escape
+        in the path) is answered 400 without calling anything, as the gateway would answer it.
         """
         started = time.perf_counter()
         try:
             response = await self.client.request(
-                request.method, request.invoke_path(), request_headers(request), request.body
+                request.method, request.request_target(), request_headers(request), request.body
             )
         except TimeoutError:
             elapsed = time.perf_counter() - started
             return Result(TIMEOUT_STATUS, (), b"", elapsed, f"no answer within {self._timeout_s:g}s")
-        except InvalidRequest as exc:
+        except (InvalidRequest, URLError) as exc:
             return Result(INVALID_REQUEST_STATUS, (), b"", time.perf_counter() - started, str(exc))
         except (OSError, ProtocolError) as exc:
             detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,6 +76,23 @@ class QueueRequest:
         """The path and query to call after the gateway URL: ``/function/<name><path>?<query>``."""
         query = self.query_string.lstrip("?")
         return f"/function/{self.function.strip('/')}{self.path or '/'}" + (f"?{query}" if query else "")
+
+    def request_target(self) -> str:
+        """What goes on the request line: :meth:`invoke_path` as Go's ``http.Client`` sends it,
+        the path escaped by ``URL.EscapedPath`` (``Path`` is stored decoded) and the query as
+        stored. Like Go, a decoded ``?`` in the path starts the query.
+
+        Raises:
+            URLError: Go could not have sent it (an invalid %-escape in the path).
+        """
+        path, question, query = self.invoke_path().partition("?")
+        if _PLAIN_PATH.fullmatch(path) is None:
+            path = parse(path).escaped_path()
+        return path + question + query
+
+
+#: Path characters that Go's ``EscapedPath`` leaves as they are: most paths need no escaping.
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9\-._~$&+,/:;=@]*")
 
 
 class _Pairs(list[tuple[str, Any]]):

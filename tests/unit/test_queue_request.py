@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from function.gourl import GoURL
+from function.gourl import GoURL, URLError
 from function.queue_request import DecodeError, QueueRequest, decode, encode
 from tests.fixtures_io import Vector, load_vectors
 
@@ -164,3 +164,29 @@ _header_name = st.from_regex(r"\A[A-Z][a-z]{0,8}(-[A-Z][a-z]{0,8}){0,2}\Z")
 )
 def test_encode_then_decode_is_the_identity(request: QueueRequest) -> None:
     assert decode(encode(request)) == request
+
+
+@pytest.mark.parametrize(
+    ("path", "query", "target"),
+    [
+        ("/a/b", "q=1&r=two", "/function/f/a/b?q=1&r=two"),
+        ("/a b", "", "/function/f/a%20b"),
+        ("/caf\u00e9", "x=%C3%A9", "/function/f/caf%C3%A9?x=%C3%A9"),
+        ("/a%2Fb", "", "/function/f/a%2Fb"),  # a valid encoding of the same path: Go keeps it
+        ("/what?", "", "/function/f/what?"),  # a decoded "?" starts the query, as in Go
+    ],
+)
+def test_the_request_line_carries_the_path_as_go_escapes_it(path: str, query: str, target: str) -> None:
+    assert QueueRequest(function="f", path=path, query_string=query).request_target() == target
+
+
+def test_a_path_go_could_not_send_is_an_error() -> None:
+    with pytest.raises(URLError):
+        QueueRequest(function="f", path="/100%").request_target()
+
+
+@given(st.text(alphabet="abcXYZ019-._~$&+,/:;=@", max_size=30))
+def test_paths_sent_as_they_are_are_those_go_leaves_as_they_are(path: str) -> None:
+    # The shortcut for plain paths agrees with Go's EscapedPath, ported in gourl.
+    assert GoURL(path="/" + path).escaped_path() == "/" + path
+    assert QueueRequest(function="f", path="/" + path).request_target() == "/function/f/" + path
