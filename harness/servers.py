@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ class Call:
     headers: tuple[tuple[str, str], ...]
     body: bytes
     at: float
+    #: The client's address and port: one per connection.
+    peer: str = ""
 
     def header(self, name: str) -> str | None:
         """The first value of a header, or ``None``."""
@@ -68,13 +71,13 @@ class RecordingServer:
         """The base URL."""
         return f"http://127.0.0.1:{self.port}"
 
-    async def start(self) -> RecordingServer:
-        """Start serving."""
+    async def start(self, ssl_context: ssl.SSLContext | None = None) -> RecordingServer:
+        """Start serving (over TLS with ``ssl_context``)."""
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=ssl_context).start()
         return self
 
     async def close(self) -> None:
@@ -85,7 +88,17 @@ class RecordingServer:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        self.calls.append(Call(request.method, request.path_qs, tuple(request.headers.items()), body, time.monotonic()))
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        self.calls.append(
+            Call(
+                request.method,
+                request.path_qs,
+                tuple(request.headers.items()),
+                body,
+                time.monotonic(),
+                f"{peer[0]}:{peer[1]}" if peer else "",
+            )
+        )
         self._changed.set()
         parts = request.path.split("/")
         name = parts[2] if len(parts) > 2 and parts[1] == "function" else ""

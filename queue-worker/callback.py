@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+from collections import OrderedDict
 from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
 
-import aiohttp
-
-from .callback_guard import CallbackRefused
+from .callback_guard import Allowlist, CallbackRefused, guarded_resolver
+from .headers import forwardable
 from .invoke import Result
-from .transport import forwardable
+from .origin_client import OriginClient, ProtocolError, Response
+
+#: Receivers whose connections are kept; the least recently used beyond this are closed.
+MAX_ORIGINS = 64
 
 #: Headers this worker sets on every callback, replacing any the function returned.
 OWN_HEADERS = (
@@ -73,17 +78,60 @@ class Delivery:
         return self.status is not None and self.status < 500
 
 
-async def post_callback(session: aiohttp.ClientSession, url: str, result: Result, info: CallbackInfo) -> Delivery:
-    """POST the result; never raises for a network failure, a timeout or a bad URL.
+class CallbackClient:
+    """POSTs to callback URLs: kept-alive connections per receiver, addresses guarded, no
+    redirects followed (a receiver's redirect is its answer)."""
 
-    Redirects are not followed: a receiver's redirect is its answer.
-    """
+    def __init__(self, *, allowlist: Allowlist, timeout_s: float, user_agent: str, max_idle: int, verify: bool) -> None:
+        self._resolve = guarded_resolver(allowlist)
+        self._timeout_s = timeout_s
+        self._user_agent = user_agent
+        self._max_idle = max_idle
+        self._verify = verify
+        self._origins: OrderedDict[str, OriginClient] = OrderedDict()
+
+    async def post(self, url: str, headers: list[tuple[str, str]], body: bytes) -> Response:
+        """POST ``body`` to ``url``; credentials in the URL become basic auth, as Go sends them.
+
+        Raises:
+            CallbackRefused: the host resolves only to forbidden addresses.
+            ValueError: not an http or https URL, or a header that cannot be sent.
+            TimeoutError, OSError, ProtocolError: as :meth:`OriginClient.request`.
+        """
+        parts = urlsplit(url)
+        origin = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+        client = self._origins.get(origin)
+        if client is None:
+            client = self._origins[origin] = OriginClient(
+                origin,
+                timeout_s=self._timeout_s,
+                user_agent=self._user_agent,
+                max_idle=self._max_idle,
+                resolve=self._resolve,
+                verify=self._verify,
+            )
+            if len(self._origins) > MAX_ORIGINS:
+                self._origins.popitem(last=False)[1].close()
+        else:
+            self._origins.move_to_end(origin)
+        if parts.username is not None and not any(name.lower() == "authorization" for name, _ in headers):
+            credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+            headers = [*headers, ("Authorization", "Basic " + base64.b64encode(credentials.encode()).decode())]
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        return await client.request("POST", target, headers, body)
+
+    def close(self) -> None:
+        """Close every receiver's connections."""
+        for client in self._origins.values():
+            client.close()
+        self._origins.clear()
+
+
+async def post_callback(client: CallbackClient, url: str, result: Result, info: CallbackInfo) -> Delivery:
+    """POST the result; never raises for a network failure, a timeout or a bad URL."""
     try:
-        async with session.post(
-            url, data=result.body, headers=callback_headers(result, info), allow_redirects=False
-        ) as response:
-            await response.read()
-    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        refused = isinstance(getattr(exc, "os_error", None), CallbackRefused)
+        response = await client.post(url, callback_headers(result, info), result.body)
+    except (OSError, TimeoutError, ProtocolError, ValueError) as exc:
+        refused = isinstance(exc, CallbackRefused)
         return Delivery(None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, refused)
     return Delivery(response.status)

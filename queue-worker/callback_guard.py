@@ -5,19 +5,18 @@ internal services, or to a cloud's metadata endpoint. With ``callback_allowlist`
 hosts (``receiver.openfaas-fn``, ``*.example.com``, ``host:8080``) and URL prefixes
 (``https://hooks.example.com/queue/``) it lists are allowed. Whatever the list, link-local and
 metadata addresses are refused unless their host is allowed by name: checked before the
-function is invoked, and again by the callback session's resolver when it connects.
+function is invoked, and again on the addresses a callback connects to.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
-import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
+from .origin_client import Resolve
 
 #: Never a callback's destination unless allowed by name: link-local (where cloud metadata lives).
 FORBIDDEN_NETWORKS = (
@@ -92,8 +91,8 @@ class CallbackRefused(OSError):
 def refusal(allowlist: Allowlist, url: str) -> str | None:
     """Why a callback may not go to ``url``, or ``None``; checked before the function is invoked.
 
-    Host names are not resolved here (that would cost a lookup per message): the callback
-    session's :class:`GuardedResolver` refuses names that resolve to forbidden addresses.
+    Host names are not resolved here (that would cost a lookup per message): the callbacks'
+    :func:`guarded_resolver` refuses names that resolve to forbidden addresses.
     """
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -105,25 +104,29 @@ def refusal(allowlist: Allowlist, url: str) -> str | None:
     return None
 
 
-class GuardedResolver(AbstractResolver):
-    """aiohttp's resolver, minus forbidden addresses for hosts the allow-list does not name.
+def guard(allowlist: Allowlist, host: str, port: int, addresses: list[str]) -> list[str]:
+    """The addresses a callback to ``host`` may connect to: all when the allow-list names the
+    host, else those that are not link-local or metadata addresses.
 
     The check before invoking can be raced by DNS; this one applies to the very addresses the
     callback connects to.
+
+    Raises:
+        CallbackRefused: none is left.
     """
+    if allowlist.names(host, port):
+        return addresses
+    allowed = [address for address in addresses if not is_forbidden(address)]
+    if not allowed:
+        raise CallbackRefused(f"{host} resolves only to link-local or metadata addresses")
+    return allowed
 
-    def __init__(self, allowlist: Allowlist, resolver: AbstractResolver | None = None) -> None:
-        self._allowlist = allowlist
-        self._resolver = resolver or aiohttp.DefaultResolver()
 
-    async def resolve(self, host: str, port: int = 0, family: Any = socket.AF_INET) -> list[ResolveResult]:
-        results = await self._resolver.resolve(host, port, family)
-        if self._allowlist.names(host, port or None):
-            return results
-        allowed = [result for result in results if not is_forbidden(result["host"])]
-        if not allowed:
-            raise CallbackRefused(f"{host} resolves only to link-local or metadata addresses")
-        return allowed
+def guarded_resolver(allowlist: Allowlist) -> Resolve:
+    """Name resolution for callbacks that keeps to what :func:`guard` allows."""
 
-    async def close(self) -> None:
-        await self._resolver.close()
+    async def resolve(host: str, port: int) -> list[str]:
+        answers = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        return guard(allowlist, host, port, list(dict.fromkeys(str(answer[4][0]) for answer in answers)))
+
+    return resolve

@@ -19,8 +19,8 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from urllib.parse import quote
 
-import aiohttp
 import nats.errors
 from aiohttp import web
 
@@ -28,6 +28,7 @@ from runtime import Context, NotConnected
 
 from .call_status import FINAL, CallStatus
 from .gourl import URLError, parse
+from .origin_client import OriginClient, ProtocolError
 from .queue_request import QueueRequest, encode
 from .settings import WorkerSettings
 
@@ -49,8 +50,7 @@ def canonical_header(name: str) -> str:
 class FunctionCheck:
     """Asks the gateway whether a function exists, remembering answers for a few seconds."""
 
-    session: aiohttp.ClientSession
-    gateway_url: str
+    client: OriginClient
     credentials: tuple[str, str] | None
     ttl_s: float
     known: dict[str, tuple[bool, float]] = field(default_factory=dict)
@@ -59,26 +59,33 @@ class FunctionCheck:
         """Whether the gateway knows ``function`` (``name`` or ``name.namespace``).
 
         Raises:
-            aiohttp.ClientError, TimeoutError: the gateway could not be asked.
+            GatewayUnavailable: the gateway could not be asked, or answered neither 200 nor 404.
         """
         cached = self.known.get(function)
         if cached is not None and cached[1] > time.monotonic():
             return cached[0]
         name, _, namespace = function.partition(".")
-        auth = aiohttp.BasicAuth(*self.credentials) if self.credentials else None
-        params = {"namespace": namespace} if namespace else {}
-        async with self.session.get(
-            f"{self.gateway_url}/system/function/{name}", params=params, auth=auth, allow_redirects=False
-        ) as response:
-            await response.read()
-            if response.status not in (200, 404):
-                raise aiohttp.ClientResponseError(response.request_info, (), status=response.status)
+        target = f"/system/function/{quote(name, safe='')}" + (f"?namespace={quote(namespace)}" if namespace else "")
+        headers = []
+        if self.credentials:
+            token = base64.b64encode(":".join(self.credentials).encode()).decode()
+            headers.append(("Authorization", f"Basic {token}"))
+        try:
+            response = await self.client.request("GET", target, headers, b"")
+        except (OSError, TimeoutError, ProtocolError) as exc:
+            raise GatewayUnavailable(str(exc) or type(exc).__name__) from exc
+        if response.status not in (200, 404):
+            raise GatewayUnavailable(f"status {response.status}")
         found = response.status == 200
         self.known[function] = (found, time.monotonic() + self.ttl_s)
         return found
 
-    async def close(self) -> None:
-        await self.session.close()
+    def close(self) -> None:
+        self.client.close()
+
+
+class GatewayUnavailable(Exception):
+    """The gateway could not say whether a function exists."""
 
 
 class FrontDoor:
@@ -92,10 +99,10 @@ class FrontDoor:
         self._status = status
         self._check = check
 
-    async def close(self) -> None:
+    def close(self) -> None:
         """Close the existence check's connections."""
         if self._check is not None:
-            await self._check.close()
+            self._check.close()
 
     def routes(self) -> list[web.AbstractRouteDef]:
         """The aiohttp routes, behind basic auth when it is configured."""
@@ -178,7 +185,7 @@ class FrontDoor:
             return
         try:
             found = await self._check.exists(name)
-        except (aiohttp.ClientError, TimeoutError):
+        except GatewayUnavailable:
             raise web.HTTPServiceUnavailable(text="cannot ask the gateway whether the function exists") from None
         if not found:
             raise web.HTTPNotFound(text=f"no function {name}")

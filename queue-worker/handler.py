@@ -13,16 +13,15 @@ from aiohttp import web
 from runtime import Context, Event, Outcome
 
 from .call_status import CallStatus
-from .callback_guard import GuardedResolver
+from .callback import CallbackClient
 from .front_door import FrontDoor, FunctionCheck
-from .gateway_client import GatewayClient
 from .invoke import Invoker
 from .metrics import WorkerMetrics
+from .origin_client import OriginClient
 from .settings import WorkerSettings
-from .transport import make_session
 from .worker import USER_AGENT, VERSION, QueueWorker
 
-#: Connections for the function-existence check: one short GET per function every few seconds.
+#: Idle connections kept for the function-existence check: one short GET per function every few seconds.
 CHECK_CONNECTIONS = 8
 
 
@@ -31,17 +30,17 @@ async def on_startup(context: Context) -> None:
     settings = WorkerSettings.from_env(context.environ)
     pool = context.settings.max_inflight
     invoker = Invoker(
-        client=GatewayClient(
+        client=OriginClient(
             settings.gateway_url, timeout_s=settings.upstream_timeout_s, user_agent=USER_AGENT, max_idle=pool
         ),
         timeout_s=settings.upstream_timeout_s,
     )
-    callback_session = make_session(
+    callbacks = CallbackClient(
+        allowlist=settings.callback_allowlist,
         timeout_s=settings.callback_timeout_s,
-        max_connections=pool,
         user_agent=USER_AGENT,
+        max_idle=pool,
         verify=not settings.tls_insecure,
-        resolver=GuardedResolver(settings.callback_allowlist),
     )
     if settings.tls_insecure:
         context.log.warning("TLS verification of callback receivers is off (tls_insecure=true)")
@@ -51,10 +50,12 @@ async def on_startup(context: Context) -> None:
     check = None
     if settings.check_function_exists:
         check = FunctionCheck(
-            session=make_session(
-                timeout_s=settings.upstream_timeout_s, max_connections=CHECK_CONNECTIONS, user_agent=USER_AGENT
+            client=OriginClient(
+                settings.gateway_url,
+                timeout_s=settings.upstream_timeout_s,
+                user_agent=USER_AGENT,
+                max_idle=CHECK_CONNECTIONS,
             ),
-            gateway_url=settings.gateway_url,
             credentials=settings.gateway_credentials,
             ttl_s=settings.function_cache_ttl_s,
         )
@@ -62,7 +63,7 @@ async def on_startup(context: Context) -> None:
     context.state["worker"] = QueueWorker(
         settings=settings,
         invoker=invoker,
-        callback_session=callback_session,
+        callbacks=callbacks,
         metrics=WorkerMetrics.create(context.registry, VERSION),
         rng=random.Random(),
         status=status,
@@ -99,8 +100,8 @@ async def on_shutdown(context: Context) -> None:
     worker: QueueWorker | None = context.state.get("worker")
     if worker is not None:
         await worker.status.close()
-        await worker.invoker.aclose()
-        await worker.callback_session.close()
+        worker.invoker.close()
+        worker.callbacks.close()
     front_door: FrontDoor | None = context.state.get("front_door")
     if front_door is not None:
-        await front_door.close()
+        front_door.close()

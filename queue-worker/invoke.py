@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from .gateway_client import GatewayClient, InvalidRequest, ProtocolError
 from .gourl import URLError
+from .headers import forwardable
+from .origin_client import InvalidRequest, OriginClient, ProtocolError
 from .queue_request import QueueRequest
-from .transport import forwardable
 
 #: Status recorded when the gateway cannot be reached at all.
 TRANSPORT_FAILURE_STATUS = 503
@@ -41,13 +41,13 @@ def request_headers(request: QueueRequest) -> list[tuple[str, str]]:
 class Invoker:
     """Invokes functions at ``{gateway_url}/function/...`` within ``timeout_s``."""
 
-    def __init__(self, *, client: GatewayClient, timeout_s: float) -> None:
+    def __init__(self, *, client: OriginClient, timeout_s: float) -> None:
         self.client = client
         self._timeout_s = timeout_s
 
-    async def aclose(self) -> None:
+    def close(self) -> None:
         """Close the connections."""
-        await self.client.aclose()
+        self.client.close()
 
     def url(self, request: QueueRequest) -> str:
         """The full URL the function is called at."""

@@ -14,14 +14,13 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import aiohttp
 from structlog.typing import FilteringBoundLogger
 
 from runtime import Ack, Context, DeadLetter, Event, Outcome, Retry
 
 from .backoff import exponential_delay, jitter
 from .call_status import CallStatus
-from .callback import CallbackInfo, Delivery, final_state, post_callback
+from .callback import CallbackClient, CallbackInfo, Delivery, final_state, post_callback
 from .callback_guard import refusal
 from .callback_job import CALLBACK, JOB_HEADER, CallbackJob
 from .invoke import Invoker, Result
@@ -43,7 +42,7 @@ class QueueWorker:
 
     settings: WorkerSettings
     invoker: Invoker
-    callback_session: aiohttp.ClientSession
+    callbacks: CallbackClient
     metrics: WorkerMetrics
     rng: random.Random
     status: CallStatus
@@ -223,7 +222,7 @@ class QueueWorker:
 
     async def _post(self, url: str, result: Result, info: CallbackInfo, log: FilteringBoundLogger) -> Delivery:
         """Post once; ``ok`` when the receiver took it (any status below 500)."""
-        delivery = await post_callback(self.callback_session, url, result, info)
+        delivery = await post_callback(self.callbacks, url, result, info)
         self.metrics.of(
             self.metrics.callbacks, "ok" if delivery.ok else "refused" if delivery.refused else "failed"
         ).inc()

@@ -1,13 +1,8 @@
 from __future__ import annotations
 
-import asyncio
-import socket
-from typing import Any
-
 import pytest
-from aiohttp.abc import AbstractResolver, ResolveResult
 
-from function.callback_guard import Allowlist, CallbackRefused, GuardedResolver, is_forbidden, refusal
+from function.callback_guard import Allowlist, CallbackRefused, guard, guarded_resolver, is_forbidden, refusal
 
 
 @pytest.mark.parametrize(
@@ -61,27 +56,19 @@ def test_a_metadata_address_named_in_the_list_is_allowed() -> None:
     assert refusal(Allowlist.parse("169.254.169.254"), "http://169.254.169.254/x") is None
 
 
-class _Answers(AbstractResolver):
-    """A DNS that answers what the test says: the one fault a real resolver will not produce here."""
+def test_resolved_addresses_lose_the_forbidden_and_none_left_is_a_refusal() -> None:
+    anyone = Allowlist()
 
-    def __init__(self, *addresses: str) -> None:
-        self.addresses = addresses
-
-    async def resolve(self, host: str, port: int = 0, family: Any = socket.AF_INET) -> list[ResolveResult]:
-        return [
-            ResolveResult(hostname=host, host=a, port=port, family=family, proto=0, flags=0) for a in self.addresses
-        ]
-
-    async def close(self) -> None:
-        pass
-
-
-def test_the_resolver_drops_forbidden_addresses_and_refuses_when_none_is_left() -> None:
-    mixed = GuardedResolver(Allowlist(), _Answers("169.254.169.254", "10.1.2.3"))
-    only_metadata = GuardedResolver(Allowlist(), _Answers("169.254.169.254"))
-    named = GuardedResolver(Allowlist.parse("metadata.internal"), _Answers("169.254.169.254"))
-
-    assert [r["host"] for r in asyncio.run(mixed.resolve("cb", 80))] == ["10.1.2.3"]
+    assert guard(anyone, "cb", 80, ["169.254.169.254", "10.1.2.3", "fe80::1%eth0"]) == ["10.1.2.3"]
     with pytest.raises(CallbackRefused):
-        asyncio.run(only_metadata.resolve("metadata.attacker", 80))
-    assert [r["host"] for r in asyncio.run(named.resolve("metadata.internal", 80))] == ["169.254.169.254"]
+        guard(anyone, "metadata.attacker", 80, ["169.254.169.254", "::ffff:169.254.169.254"])
+    named = Allowlist.parse("metadata.internal")
+    assert guard(named, "metadata.internal", 80, ["169.254.169.254"]) == ["169.254.169.254"]
+
+
+async def test_the_resolver_guards_what_the_system_resolves() -> None:
+    resolve = guarded_resolver(Allowlist())
+
+    assert await resolve("127.0.0.1", 80) == ["127.0.0.1"]
+    with pytest.raises(CallbackRefused):
+        await resolve("169.254.169.254", 80)

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 from function.callback import CallbackInfo, callback_headers
+from function.headers import forwardable
 from function.invoke import Result, request_headers
 from function.queue_request import QueueRequest
-from function.transport import forwardable
 
 
 def test_hop_by_hop_host_and_length_are_not_forwarded() -> None:

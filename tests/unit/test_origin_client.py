@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from function.gateway_client import InvalidRequest, ProtocolError, Response, ResponseParser, encode_request
+from function.origin_client import InvalidRequest, ProtocolError, Response, ResponseParser, encode_request
 
 
 def _feed_in_pieces(raw: bytes, cuts: list[int], method: str = "POST") -> list[Response]:

@@ -4,6 +4,7 @@ behaviours a well-behaved server only shows under load (idle timeouts, silence, 
 from __future__ import annotations
 
 import asyncio
+import base64
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -11,8 +12,10 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from function.gateway_client import GatewayClient, ProtocolError
-from function.invoke import Invoker
+from function.callback import CallbackClient, CallbackInfo, post_callback
+from function.callback_guard import Allowlist
+from function.invoke import Invoker, Result
+from function.origin_client import OriginClient, ProtocolError
 from function.queue_request import QueueRequest
 from harness.ports import free_port
 from harness.servers import RecordingServer
@@ -67,25 +70,25 @@ async def _read_request(reader: asyncio.StreamReader) -> bytes:
     return head + await reader.readexactly(length)
 
 
-def _client(url: str, timeout_s: float = 10.0) -> GatewayClient:
-    return GatewayClient(url, timeout_s=timeout_s, user_agent="queue-worker/test", max_idle=4)
+def _client(url: str, timeout_s: float = 10.0) -> OriginClient:
+    return OriginClient(url, timeout_s=timeout_s, user_agent="queue-worker/test", max_idle=4)
 
 
 @pytest.fixture
-async def client_for() -> AsyncIterator[Callable[..., GatewayClient]]:
-    made: list[GatewayClient] = []
+async def client_for() -> AsyncIterator[Callable[..., OriginClient]]:
+    made: list[OriginClient] = []
 
-    def make(url: str, timeout_s: float = 10.0) -> GatewayClient:
+    def make(url: str, timeout_s: float = 10.0) -> OriginClient:
         made.append(_client(url, timeout_s))
         return made[-1]
 
     yield make
     for client in made:
-        await client.aclose()
+        client.close()
 
 
 async def test_requests_reuse_one_connection_and_send_what_they_are_given(
-    client_for: Callable[..., GatewayClient],
+    client_for: Callable[..., OriginClient],
 ) -> None:
     seen: list[bytes] = []
 
@@ -108,7 +111,7 @@ async def test_requests_reuse_one_connection_and_send_what_they_are_given(
 
 
 async def test_a_connection_the_server_closed_while_idle_is_replaced_without_an_error(
-    client_for: Callable[..., GatewayClient],
+    client_for: Callable[..., OriginClient],
 ) -> None:
     async def answer_once_then_hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         # As a server does when its idle timeout fires just as the client reuses the connection:
@@ -126,7 +129,7 @@ async def test_a_connection_the_server_closed_while_idle_is_replaced_without_an_
 
 
 async def test_a_silent_server_times_out_and_its_connection_is_dropped(
-    client_for: Callable[..., GatewayClient],
+    client_for: Callable[..., OriginClient],
 ) -> None:
     answered = 0
 
@@ -149,7 +152,7 @@ async def test_a_silent_server_times_out_and_its_connection_is_dropped(
     assert server.connections == 2
 
 
-async def test_an_answer_cut_short_is_a_protocol_error(client_for: Callable[..., GatewayClient]) -> None:
+async def test_an_answer_cut_short_is_a_protocol_error(client_for: Callable[..., OriginClient]) -> None:
     async def cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _read_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part")
@@ -160,12 +163,12 @@ async def test_an_answer_cut_short_is_a_protocol_error(client_for: Callable[...,
             await client_for(server.url).request("POST", "/function/f", [], b"")
 
 
-async def test_a_closed_port_is_a_connection_error(client_for: Callable[..., GatewayClient]) -> None:
+async def test_a_closed_port_is_a_connection_error(client_for: Callable[..., OriginClient]) -> None:
     with pytest.raises(ConnectionRefusedError):
         await client_for(f"http://127.0.0.1:{free_port()}").request("POST", "/function/f", [], b"")
 
 
-async def test_chunked_and_large_answers_from_aiohttp(client_for: Callable[..., GatewayClient]) -> None:
+async def test_chunked_and_large_answers_from_aiohttp(client_for: Callable[..., OriginClient]) -> None:
     big = bytes(range(256)) * 4096  # 1 MiB
 
     async def streamed(request: web.Request, body: bytes) -> web.StreamResponse:
@@ -194,7 +197,7 @@ async def test_chunked_and_large_answers_from_aiohttp(client_for: Callable[..., 
 
 
 async def test_https_with_a_private_ca_from_ssl_cert_file(
-    certificates: Path, client_for: Callable[..., GatewayClient], monkeypatch: pytest.MonkeyPatch
+    certificates: Path, client_for: Callable[..., OriginClient], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # OpenSSL reads SSL_CERT_FILE for its default trust store, as it does in the image.
     monkeypatch.setenv("SSL_CERT_FILE", str(certificates / "nats-ca.crt"))
@@ -223,7 +226,7 @@ async def test_https_with_a_private_ca_from_ssl_cert_file(
 
 
 async def test_a_stored_header_that_would_split_the_request_is_answered_400_unsent(
-    gateway: RecordingServer, client_for: Callable[..., GatewayClient]
+    gateway: RecordingServer, client_for: Callable[..., OriginClient]
 ) -> None:
     invoker = Invoker(client=client_for(gateway.url), timeout_s=10)
     smuggler = QueueRequest(function="f", header={"X-A": ("1\r\nContent-Length: 0\r\n\r\nGET /admin HTTP/1.1",)})
@@ -234,3 +237,36 @@ async def test_a_stored_header_that_would_split_the_request_is_answered_400_unse
     assert (result.status, "cannot be sent" in result.error) == (400, True)
     assert fine.status == 200
     assert [call.path_qs for call in gateway.calls] == ["/function/f/"]
+
+
+async def test_callbacks_reuse_connections_send_url_credentials_and_check_certificates_unless_told(
+    certificates: Path, receiver: RecordingServer
+) -> None:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certificates / "server.crt", certificates / "server.key")
+    tls_receiver = await RecordingServer().start(ssl_context=context)
+    result = Result(200, (("Content-Type", "text/plain"),), b"done", 0.01)
+    info = CallbackInfo("call-1", "f", 0, 2, "queue-worker/test")
+    checking, insecure = (
+        CallbackClient(allowlist=Allowlist(), timeout_s=10, user_agent="t", max_idle=4, verify=verify)
+        for verify in (True, False)
+    )
+    try:
+        plain = [
+            await post_callback(checking, f"http://user:p%40ss@127.0.0.1:{receiver.port}/cb?n={n}", result, info)
+            for n in range(3)
+        ]
+        untrusted = await post_callback(checking, f"https://127.0.0.1:{tls_receiver.port}/cb", result, info)
+        trusted_anyway = await post_callback(insecure, f"https://127.0.0.1:{tls_receiver.port}/cb", result, info)
+    finally:
+        checking.close()
+        insecure.close()
+        await tls_receiver.close()
+
+    assert [d.status for d in plain] == [200, 200, 200]
+    assert [call.path_qs for call in receiver.calls] == ["/cb?n=0", "/cb?n=1", "/cb?n=2"]
+    assert receiver.calls[0].header("Authorization") == "Basic " + base64.b64encode(b"user:p@ss").decode()
+    assert len({call.peer for call in receiver.calls}) == 1  # one connection, kept alive
+    assert (untrusted.status, untrusted.refused, "SSLCertVerificationError" in untrusted.error) == (None, False, True)
+    assert trusted_anyway.status == 200
+    assert tls_receiver.calls[0].body == b"done"
