@@ -115,12 +115,19 @@ class Consumer:
             batch = self._pulls.wanted(len(self._inflight)) if now >= self._paused_until else 0
             if batch:
                 await self._ask(batch, now)
-            self._wake.clear()
-            timeout = self._paused_until - now if self._paused_until > now else expires_s
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+            await self._sleep_until_woken(self._paused_until - now if self._paused_until > now else expires_s)
             # Let the other calls finishing in this same turn free their slots too.
             await asyncio.sleep(0)
+
+    async def _sleep_until_woken(self, timeout_s: float) -> None:
+        """Until :attr:`_wake` is set or ``timeout_s`` passes. A timer that sets the event, not
+        ``asyncio.wait_for``, which starts a task each time: this runs for every pull."""
+        self._wake.clear()
+        alarm = asyncio.get_running_loop().call_later(timeout_s, self._wake.set)
+        try:
+            await self._wake.wait()
+        finally:
+            alarm.cancel()
 
     async def _ask(self, batch: int, now: float) -> None:
         request_id = self._pulls.asked(batch, now)
@@ -169,9 +176,7 @@ class Consumer:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), remaining)
+            await self._sleep_until_woken(remaining)
         with contextlib.suppress(nats.errors.Error):  # The connection is going away anyway.
             await subscription.unsubscribe()
 
