@@ -26,6 +26,8 @@ from nats.aio.subscription import Subscription
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
 
+#: One encoder for every value: ``json.dumps(separators=...)`` would build a new one each time.
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
 #: How long a call runs before its status says ``running``.
 RUNNING_AFTER_S = 0.25
 #: States after which nothing more happens to a call.
@@ -39,9 +41,8 @@ def key(call_id: str) -> str:
 
 def record(call_id: str, function: str, state: str, **fields: Any) -> bytes:
     """A status value: the state, when it was written, and whatever the state carries."""
-    return json.dumps(
-        {"callId": call_id, "function": function, "state": state, "updatedAt": time.time(), **fields},
-        separators=(",", ":"),
+    return _COMPACT.encode(
+        {"callId": call_id, "function": function, "state": state, "updatedAt": time.time(), **fields}
     ).encode()
 
 

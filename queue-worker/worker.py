@@ -25,7 +25,7 @@ from .callback_guard import refusal
 from .callback_job import CALLBACK, JOB_HEADER, CallbackJob
 from .invoke import Invoker, Result
 from .metrics import WorkerMetrics
-from .policy import Final, RetryLater, decide
+from .policy import RetryLater, decide
 from .queue_request import DecodeError, QueueRequest, decode
 from .settings import WorkerSettings
 
@@ -93,7 +93,8 @@ class QueueWorker:
         decision = decide(
             policy,
             status=result.status,
-            headers=result.header_map(),
+            # Only an error's headers bear on the decision (X-OpenFaaS-Internal, Retry-After).
+            headers=result.header_map() if result.status >= 400 else {},
             attempt=event.attempt,
             rng=self.rng,
             now=datetime.now(UTC),
@@ -110,11 +111,12 @@ class QueueWorker:
                 nextAttemptAt=next_at,
             )
             return Retry(decision.delay_s, reason=f"status {result.status}")
-        info = CallbackInfo(request.call_id, request.function, event.attempt - 1, policy.max_retries, USER_AGENT)
-        if url is not None and not await self._callback(url, result, info, event, context, log):
-            return await self._refuse(request, url, "resolves to a forbidden address", log)
+        if url is not None:
+            info = CallbackInfo(request.call_id, request.function, event.attempt - 1, policy.max_retries, USER_AGENT)
+            if not await self._callback(url, result, info, event, context, log):
+                return await self._refuse(request, url, "resolves to a forbidden address", log)
         outcome = {"attempt": event.attempt, "status": result.status, "durationSeconds": round(result.duration_s, 6)}
-        if decision == Final(exhausted=True):
+        if decision.exhausted:
             log.warning("Retries exhausted", status=result.status, attempts=event.attempt)
             await self.status.write(request.call_id, request.function, "dead-lettered", reason="exhausted", **outcome)
             return DeadLetter("exhausted", {**_identity(request), **_last_result(result)})
