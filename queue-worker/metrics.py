@@ -3,39 +3,32 @@
 from __future__ import annotations
 
 import platform
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Info
 
-from runtime import DURATION_BUCKETS
+from runtime import DURATION_BUCKETS, LoopCounter, LoopGauge, LoopHistogram
 
 NAMESPACE = "queue_worker"
-M = TypeVar("M", Counter, Gauge, Histogram)
 #: How long requests wait in the queue: from an idle queue to a backlog of hours.
 WAIT_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800, 3600, 7200)
 
 
 @dataclass(frozen=True, slots=True)
 class WorkerMetrics:
-    """Counters by function (``name.namespace``, as the gateway labels it) and status code."""
+    """Counters by function (``name.namespace``, as the gateway labels it) and status code.
 
-    inflight: Gauge
-    invocations: Counter
-    duration: Histogram
-    retries: Counter
-    callbacks: Counter
+    Those updated for every message are the runtime's lock-free loop metrics; ``labels()`` on
+    them is a dictionary lookup, so call sites need not keep the children.
+    """
+
+    inflight: LoopGauge
+    invocations: LoopCounter
+    duration: LoopHistogram
+    retries: LoopCounter
+    callbacks: LoopCounter
     rejected: Counter
-    queue_wait: Histogram
-    _children: dict[tuple[int, tuple[str, ...]], Any] = field(default_factory=dict)
-
-    def of(self, metric: M, *labels: str) -> M:
-        """``metric.labels(*labels)``, kept for reuse: the label sets repeat with every message."""
-        key = (id(metric), labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
+    queue_wait: LoopHistogram
 
     @classmethod
     def create(cls, registry: CollectorRegistry, version: str) -> WorkerMetrics:
@@ -44,43 +37,50 @@ class WorkerMetrics:
         build = Info("build", "The queue-worker's version and runtime.", **common)  # type: ignore[arg-type]
         build.info({"version": version, "python": platform.python_version()})
         return cls(
-            inflight=Gauge(
+            inflight=LoopGauge(
                 "function_invocation_inflight",
                 "Function invocations in flight.",
                 ["queue_name", "function_name"],
-                **common,  # type: ignore[arg-type]
+                namespace=NAMESPACE,
+                registry=registry,
             ),
-            invocations=Counter(
+            invocations=LoopCounter(
                 "function_invocations",
                 "Function invocations by status code.",
                 ["function_name", "code"],
-                **common,  # type: ignore[arg-type]
+                namespace=NAMESPACE,
+                registry=registry,
             ),
-            duration=Histogram(
+            duration=LoopHistogram(
                 "function_invocation_duration_seconds",
                 "Time a function took to answer.",
                 ["function_name", "code"],
                 buckets=DURATION_BUCKETS,
-                **common,  # type: ignore[arg-type]
+                namespace=NAMESPACE,
+                registry=registry,
             ),
-            retries=Counter(
+            retries=LoopCounter(
                 "function_retries",
                 "Invocations scheduled again, by status code.",
                 ["function_name", "code"],
-                **common,  # type: ignore[arg-type]
+                namespace=NAMESPACE,
+                registry=registry,
             ),
-            callbacks=Counter("callbacks", "Callbacks posted, by result.", ["result"], **common),  # type: ignore[arg-type]
+            callbacks=LoopCounter(
+                "callbacks", "Callbacks posted, by result.", ["result"], namespace=NAMESPACE, registry=registry
+            ),
             rejected=Counter(
                 "messages_rejected",
                 "Messages that could not be decoded, by reason.",
                 ["reason"],
                 **common,  # type: ignore[arg-type]
             ),
-            queue_wait=Histogram(
+            queue_wait=LoopHistogram(
                 "queue_wait_seconds",
                 "Time from queueing (X-Start-Time, else the stream's timestamp) to the first attempt.",
                 ["queue_name", "function_name"],
                 buckets=WAIT_BUCKETS,
-                **common,  # type: ignore[arg-type]
+                namespace=NAMESPACE,
+                registry=registry,
             ),
         )

@@ -54,7 +54,7 @@ class QueueWorker:
         try:
             request = decode(event.data)
         except DecodeError as exc:
-            self.metrics.of(self.metrics.rejected, exc.reason).inc()
+            self.metrics.rejected.labels(exc.reason).inc()
             context.log.error("Cannot decode message", reason=exc.reason, error=str(exc), bytes=len(event.data))
             return DeadLetter("undecodable", {"error": str(exc)})
         log = context.log.bind(callId=request.call_id, function=request.function)
@@ -68,7 +68,7 @@ class QueueWorker:
         if event.attempt == 1:
             waited = queued_for(request, event, now)
             queue, name = context.settings.queue_name, self._function_name(request)
-            self.metrics.of(self.metrics.queue_wait, queue, name).observe(waited)
+            self.metrics.queue_wait.labels(queue, name).observe(waited)
         age = (now - event.published_at).total_seconds()
         if self.settings.max_message_age_s and age > self.settings.max_message_age_s:
             log.warning("Too old to invoke", age=round(age, 3), maxAge=self.settings.max_message_age_s)
@@ -100,7 +100,7 @@ class QueueWorker:
             now=datetime.now(UTC),
         )
         if isinstance(decision, RetryLater):
-            self.metrics.of(self.metrics.retries, name, str(result.status)).inc()
+            self.metrics.retries.labels(name, str(result.status)).inc()
             next_at = time.time() + decision.delay_s
             await self.status.write(
                 request.call_id,
@@ -137,7 +137,7 @@ class QueueWorker:
     async def _refuse(self, request: QueueRequest, url: str, why: str, log: FilteringBoundLogger) -> Outcome:
         """A callback destination that is not allowed: nothing is sent there; the request is kept."""
         log.warning("Callback refused", url=self._loggable(url), reason=why)
-        self.metrics.of(self.metrics.callbacks, "refused").inc()
+        self.metrics.callbacks.labels("refused").inc()
         await self.status.write(request.call_id, request.function, "dead-lettered", reason="callback_refused")
         return DeadLetter("callback_refused", {**_identity(request), "reason": why})
 
@@ -159,15 +159,15 @@ class QueueWorker:
             # At info this would be a second line per call; "Invoked" below carries the same fields.
             log.debug("Invoke", bytes=len(request.body), url=self.invoker.url(request))
             log.debug("Request body", body=request.body.decode("utf-8", "replace"))
-        inflight = self.metrics.of(self.metrics.inflight, queue, name)
+        inflight = self.metrics.inflight.labels(queue, name)
         inflight.inc()
         try:
             result = await self.invoker.invoke(request)
         finally:
             inflight.dec()
         code = str(result.status)
-        self.metrics.of(self.metrics.invocations, name, code).inc()
-        self.metrics.of(self.metrics.duration, name, code).observe(result.duration_s)
+        self.metrics.invocations.labels(name, code).inc()
+        self.metrics.duration.labels(name, code).observe(result.duration_s)
         fields = {"status": result.status, "duration": round(result.duration_s, 6), "bytes": len(result.body)}
         if result.error:
             log.warning("Invoked", error=result.error, **fields)
@@ -225,9 +225,7 @@ class QueueWorker:
     async def _post(self, url: str, result: Result, info: CallbackInfo, log: FilteringBoundLogger) -> Delivery:
         """Post once; ``ok`` when the receiver took it (any status below 500)."""
         delivery = await post_callback(self.callbacks, url, result, info)
-        self.metrics.of(
-            self.metrics.callbacks, "ok" if delivery.ok else "refused" if delivery.refused else "failed"
-        ).inc()
+        self.metrics.callbacks.labels("ok" if delivery.ok else "refused" if delivery.refused else "failed").inc()
         shown = self._loggable(url)
         if delivery.refused:
             log.warning("Callback refused", url=shown, reason=delivery.error)

@@ -11,6 +11,7 @@ from .contract import Ack, Context, DeadLetter, Event, Function, Outcome, Retry,
 from .durations import format_duration, parse_duration
 from .env import Env
 from .errors import ConfigError, ConnectorError, HandlerLoadError, NotConnected
+from .loop_metrics import LoopCounter, LoopGauge, LoopHistogram
 from .metrics import DURATION_BUCKETS
 from .settings import Settings
 
@@ -25,6 +26,9 @@ __all__ = [
     "Event",
     "Function",
     "HandlerLoadError",
+    "LoopCounter",
+    "LoopGauge",
+    "LoopHistogram",
     "NotConnected",
     "Outcome",
     "Retry",

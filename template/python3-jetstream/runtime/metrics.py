@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from .loop_metrics import CounterChild, HistogramChild, LoopCounter, LoopHistogram
 
 #: Buckets for how long a handler runs, from a fast function to ``upstream_timeout``.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -14,14 +16,15 @@ DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 class RuntimeMetrics:
     """The connector's metrics, already labelled with this process's queue.
 
-    Binding the labels once keeps ``labels()`` (a lock and a validation) off the per-message path.
+    Those updated for every message are lock-free loop metrics (see :mod:`.loop_metrics`); the
+    in-flight gauge is read when scraped.
     """
 
-    processed: Counter
-    settled: dict[str, Counter]
+    processed: CounterChild
+    settled: dict[str, CounterChild]
     handler_errors: Counter
     inflight: Gauge
-    handler_duration: Histogram
+    handler_duration: HistogramChild
     reconnects: Counter
     dead_letters: Counter
 
@@ -29,18 +32,20 @@ class RuntimeMetrics:
     def create(cls, namespace: str, queue_name: str, registry: CollectorRegistry) -> RuntimeMetrics:
         """Register the metrics on ``registry``; all but ``dead_letters`` come bound to ``queue_name``."""
         common = {"namespace": namespace, "registry": registry}
-        settled = Counter(
+        settled = LoopCounter(
             "messages_settled",
             "Acknowledgements sent, by verb: ack, nak (redeliver later), term or dead-letter.",
             ["queue_name", "action"],
-            **common,  # type: ignore[arg-type]
+            namespace=namespace,
+            registry=registry,
         )
         return cls(
-            processed=Counter(
+            processed=LoopCounter(
                 "messages_processed",
                 "Messages settled for good (acked, terminated or dead-lettered).",
                 ["queue_name"],
-                **common,  # type: ignore[arg-type]
+                namespace=namespace,
+                registry=registry,
             ).labels(queue_name),
             settled={verb: settled.labels(queue_name, verb) for verb in ("ack", "nak", "term", "dead-letter")},
             handler_errors=Counter(
@@ -55,12 +60,13 @@ class RuntimeMetrics:
                 ["queue_name"],
                 **common,  # type: ignore[arg-type]
             ).labels(queue_name),
-            handler_duration=Histogram(
+            handler_duration=LoopHistogram(
                 "handler_duration_seconds",
                 "Time from delivery to settlement of one message.",
                 ["queue_name"],
                 buckets=DURATION_BUCKETS,
-                **common,  # type: ignore[arg-type]
+                namespace=namespace,
+                registry=registry,
             ).labels(queue_name),
             reconnects=Counter(
                 "nats_reconnect",
