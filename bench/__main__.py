@@ -26,6 +26,7 @@ import nats
 from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
 
+from bench.clients import measure_clients
 from bench.load import measure_server
 from harness.natsd import NatsServer
 from harness.ports import free_port
@@ -225,6 +226,8 @@ async def main() -> int:
         await asyncio.sleep(0.5)
         server_rate = await asyncio.to_thread(measure_server, port, 100, 3.0)
         print(f"function server alone: at least {server_rate:,.0f} requests/s (100 connections, Python client)")
+        clients = await asyncio.to_thread(measure_clients, port)
+        print(f"CPU per request: origin_client {clients['origin_client_us']} µs, aiohttp {clients['aiohttp_us']} µs")
         nc = await nats.connect(natsd.url)
         bench = Bench(natsd, nc, port)
         await bench.stats()
@@ -237,7 +240,7 @@ async def main() -> int:
         peak = max(r.rate for r in results if r.implementation == "queue-worker" and r.scenario.startswith("trivial"))
         latency = {impl: await bench.latency(impl, peak / 2) for impl in ("queue-worker", "hand-written")}
         await nc.close()
-        report = summarise(results, latency, server_rate)
+        report = summarise(results, latency, server_rate, clients)
         RESULTS.write_text(json.dumps(report, indent=2) + "\n")
         print_table(report)
         return 0
@@ -247,7 +250,9 @@ async def main() -> int:
         natsd.close()
 
 
-def summarise(results: list[Result], latency: dict[str, dict[str, float]], server_rate: float) -> dict[str, object]:
+def summarise(
+    results: list[Result], latency: dict[str, dict[str, float]], server_rate: float, clients: dict[str, float]
+) -> dict[str, object]:
     by = {(r.implementation, r.scenario): r for r in results}
     ours = {r.scenario: r for r in results if r.implementation == "queue-worker"}
     ratios = {scenario: round(ours[scenario].rate / by[("hand-written", scenario)].rate, 3) for scenario in ours}
@@ -262,6 +267,7 @@ def summarise(results: list[Result], latency: dict[str, dict[str, float]], serve
     return {
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "function_server_rate_at_least": round(server_rate),
+        "http_client_cpu_us_per_request": clients,
         "results": [asdict(r) for r in results],
         "ratio_to_hand_written": ratios,
         "latency_at_half_peak": latency,
