@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import base64
 from collections import OrderedDict
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 from .callback_guard import Allowlist, CallbackRefused, guarded_resolver
-from .headers import forwardable
+from .headers import basic_authorization, forwardable
 from .invoke import Result
 from .origin_client import OriginClient, ProtocolError, Response
 
@@ -115,8 +114,8 @@ class CallbackClient:
         else:
             self._origins.move_to_end(origin)
         if parts.username is not None and not any(name.lower() == "authorization" for name, _ in headers):
-            credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
-            headers = [*headers, ("Authorization", "Basic " + base64.b64encode(credentials.encode()).decode())]
+            authorization = basic_authorization(unquote(parts.username), unquote(parts.password or ""))
+            headers = [*headers, ("Authorization", authorization)]
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         return await client.request("POST", target, headers, body)
 

@@ -11,7 +11,6 @@ again, and its callback says so. Served on ``port``, so also through the gateway
 
 from __future__ import annotations
 
-import base64
 import hmac
 import json
 import re
@@ -28,6 +27,7 @@ from runtime import Context, NotConnected
 
 from .call_status import FINAL, CallStatus
 from .gourl import URLError, parse
+from .headers import basic_authorization
 from .origin_client import OriginClient, ProtocolError
 from .queue_request import QueueRequest, encode
 from .settings import WorkerSettings
@@ -66,10 +66,7 @@ class FunctionCheck:
             return cached[0]
         name, _, namespace = function.partition(".")
         target = f"/system/function/{quote(name, safe='')}" + (f"?namespace={quote(namespace)}" if namespace else "")
-        headers = []
-        if self.credentials:
-            token = base64.b64encode(":".join(self.credentials).encode()).decode()
-            headers.append(("Authorization", f"Basic {token}"))
+        headers = [("Authorization", basic_authorization(*self.credentials))] if self.credentials else []
         try:
             response = await self.client.request("GET", target, headers, b"")
         except (OSError, TimeoutError, ProtocolError) as exc:
@@ -118,7 +115,7 @@ class FrontDoor:
         credentials = self._settings.front_door_credentials
         if credentials is None:
             return handler
-        expected = "Basic " + base64.b64encode(f"{credentials[0]}:{credentials[1]}".encode()).decode()
+        expected = basic_authorization(*credentials)
 
         async def guarded(request: web.Request) -> web.StreamResponse:
             given = request.headers.get("Authorization", "")

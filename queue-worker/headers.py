@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable
 
 #: Headers that belong to one connection (RFC 9110 section 7.6.1) and are never forwarded,
@@ -30,3 +31,8 @@ def forwardable(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
         token.strip().lower() for name, value in pairs if name.lower() == "connection" for token in value.split(",")
     }
     return [(name, value) for name, value in pairs if name.lower() not in NOT_FORWARDED and name.lower() not in named]
+
+
+def basic_authorization(user: str, password: str) -> str:
+    """An ``Authorization`` value for HTTP basic auth, of the UTF-8 credentials as Go sends them."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
