@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,21 @@ async def test_a_call_three_times_longer_than_ack_wait_runs_once(
     await wait_until(lambda: bool(_received(worker, "after")), 10, "second message")
     await wait_for_empty(nc, queue, timeout_s=10)
     assert len(_received(worker, "sleep:3")) == 1
+
+
+async def test_one_slot_asks_for_the_next_message_as_soon_as_it_is_free(
+    nc: Client, queue: Queue, start_worker: WorkerFactory
+) -> None:
+    worker = start_worker(PROBE, max_inflight="1")  # fetch_wait is 250 ms in tests
+    await worker.wait_ready()
+    for n in range(50):
+        await nc.jetstream().publish(queue.subject, f"m{n}".encode())
+    started = time.monotonic()
+
+    await wait_until(lambda: len(worker.events("Received")) >= 50, 30, "fifty messages, one at a time")
+
+    # About 0.5 s; waiting out a pull's expiry between messages would take 50 x 250 ms.
+    assert time.monotonic() - started < 5
 
 
 async def test_a_deleted_consumer_is_reported_and_its_return_picked_up(

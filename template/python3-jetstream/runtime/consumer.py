@@ -106,6 +106,8 @@ class Consumer:
         """Ask for messages whenever enough slots are free; notice requests the server lost."""
         expires_s = self._settings.fetch_wait_s
         while not self._stopping.is_set():
+            # Cleared before looking, so a slot freed while asking still wakes the next sleep.
+            self._wake.clear()
             now = time.monotonic()
             if self._pulls.outstanding and now - self._heard > expires_s + GRACE_S:
                 # Every open request ends within expires_s, by message or status: these are gone
@@ -122,7 +124,6 @@ class Consumer:
     async def _sleep_until_woken(self, timeout_s: float) -> None:
         """Until :attr:`_wake` is set or ``timeout_s`` passes. A timer that sets the event, not
         ``asyncio.wait_for``, which starts a task each time: this runs for every pull."""
-        self._wake.clear()
         alarm = asyncio.get_running_loop().call_later(timeout_s, self._wake.set)
         try:
             await self._wake.wait()
@@ -172,9 +173,10 @@ class Consumer:
         """Stop asking; hand back what still arrives until every open request has ended (an
         unsubscribed inbox would leave those messages to wait out ack_wait); then unsubscribe."""
         deadline = time.monotonic() + self._settings.fetch_wait_s + GRACE_S
-        while self._pulls.outstanding and self._client.is_connected:
+        while True:
+            self._wake.clear()
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if not self._pulls.outstanding or not self._client.is_connected or remaining <= 0:
                 break
             await self._sleep_until_woken(remaining)
         with contextlib.suppress(nats.errors.Error):  # The connection is going away anyway.
