@@ -65,20 +65,20 @@ class QueueWorker:
         if self.status.is_cancelled(request.call_id):
             return await self._cancelled(request, event, context, log)
         now = datetime.now(UTC)
+        name = self._function_name(request)
         if event.attempt == 1:
-            waited = queued_for(request, event, now)
-            queue, name = context.settings.queue_name, self._function_name(request)
-            self.metrics.queue_wait.labels(queue, name).observe(waited)
+            self.metrics.queue_wait.labels(context.settings.queue_name, name).observe(queued_for(request, event, now))
         age = (now - event.published_at).total_seconds()
         if self.settings.max_message_age_s and age > self.settings.max_message_age_s:
             log.warning("Too old to invoke", age=round(age, 3), maxAge=self.settings.max_message_age_s)
             await self.status.write(request.call_id, request.function, "dead-lettered", reason="expired")
             return DeadLetter("expired", {**_identity(request), "ageSeconds": round(age, 3)})
-        return await self._attempt(request, event, context, log)
+        return await self._attempt(request, name, event, context, log)
 
     async def _attempt(
-        self, request: QueueRequest, event: Event, context: Context, log: FilteringBoundLogger
+        self, request: QueueRequest, name: str, event: Event, context: Context, log: FilteringBoundLogger
     ) -> Outcome:
+        """One invocation of ``request`` (``name`` is its function as metrics label it)."""
         policy, problems = self.settings.retry.with_annotations(request.annotations)
         for problem in problems:
             log.warning("Invalid retry annotation", problem=problem)
@@ -88,7 +88,6 @@ class QueueWorker:
             # Refused before invoking: the call would have nowhere allowed to report to.
             return await self._refuse(request, url, why, log)
         self.status.started(request.call_id, request.function, event.attempt)
-        name = self._function_name(request)
         result = await self._invoke(request, name, context.settings.queue_name, log)
         decision = decide(
             policy,

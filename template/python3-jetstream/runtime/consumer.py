@@ -36,8 +36,8 @@ ERROR_RETRY_MAX_S = 60.0
 HEARTBEATS_PER_ACK_WAIT = 3
 #: Pause after a refused pull (consumer missing, too many waiting) before pulling again.
 PULL_ERROR_PAUSE_S = 1.0
-#: Statuses that end a pull request in the normal course: it expired, or JetStream moved.
-ROUTINE_ENDINGS = frozenset({("408", ""), ("409", "Leadership Change")})
+#: 409s that end a pull request in the normal course (a 408, its expiry, always does).
+ROUTINE_CONFLICTS = frozenset({"Leadership Change"})
 
 
 @dataclass(slots=True)
@@ -163,7 +163,7 @@ class Consumer:
             return  # a heartbeat; none are asked for
         undelivered = headers.get("Nats-Pending-Messages", "")
         self._pulls.ended(msg.subject.rpartition(".")[2], int(undelivered) if undelivered.isdigit() else None)
-        if (status, "" if status == "408" else description) not in ROUTINE_ENDINGS:
+        if status != "408" and not (status == "409" and description in ROUTINE_CONFLICTS):
             # 409 Exceeded MaxWaiting, Consumer Deleted; 503 no consumer answered: pause, not spin.
             self._log.warning("Pull refused", status=status, description=description.strip())
             self._paused_until = time.monotonic() + PULL_ERROR_PAUSE_S
