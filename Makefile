@@ -38,7 +38,7 @@ worker: $(STAMP)
 
 ## List or replay dead letters, e.g. ARGS="list" or ARGS="replay --call-id ID"; same variables as the worker.
 dead-letters: shrinkwrap
-	cd build/queue-worker && ../../$(BIN)/python -m function.dead_letters $(ARGS)
+	cd build/queue-worker && ../../$(BIN)/python -m function.dead_letter_tool $(ARGS)
 
 ## The benchmark: prints a table and writes bench/results.json (a minute or so).
 bench: $(STAMP)

@@ -1,4 +1,4 @@
-"""CPU per request of two HTTP clients the worker could invoke with: its own and aiohttp.
+"""CPU per request of two HTTP clients the worker could invoke with: its transport and aiohttp.
 
 Each sends the same POSTs to the function server from 100 concurrent loops on an event loop in
 a thread of its own, whose CPU time (system calls included) is the client's.
@@ -19,7 +19,7 @@ from runtime.loader import import_package
 
 import_package(HANDLER)  # as the package "function", as in the image
 
-from function.origin_client import OriginClient  # noqa: E402
+from function.transport.http import HTTPTransport  # noqa: E402
 
 CONCURRENCY = 100
 REQUESTS = 20_000
@@ -43,12 +43,12 @@ async def _per_request_us(send: Callable[[], Awaitable[None]]) -> float:
 
 async def _measure(port: int) -> dict[str, float]:
     url = f"http://127.0.0.1:{port}"
-    ours = OriginClient(url, timeout_s=60, user_agent="bench", max_idle=CONCURRENCY)
+    ours = HTTPTransport(timeout_s=60, user_agent="bench", max_idle=CONCURRENCY)
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=CONCURRENCY))
     headers = [("Content-Type", "text/plain")]
 
     async def with_ours() -> None:
-        await ours.request("POST", "/function/echo/", headers, b"hello")
+        await ours.request("POST", url + "/function/echo/", headers, b"hello")
 
     async def with_aiohttp() -> None:
         async with session.post(url + "/function/echo/", data=b"hello", headers=dict(headers)) as response:
@@ -56,7 +56,7 @@ async def _measure(port: int) -> dict[str, float]:
 
     try:
         return {
-            "origin_client_us": round(await _per_request_us(with_ours), 1),
+            "http_transport_us": round(await _per_request_us(with_ours), 1),
             "aiohttp_us": round(await _per_request_us(with_aiohttp), 1),
         }
     finally:

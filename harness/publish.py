@@ -8,8 +8,8 @@ from harness.worker import HANDLER
 from runtime.loader import PACKAGE, import_package
 
 import_package(HANDLER, PACKAGE)
-from function.gourl import GoURL, parse  # noqa: E402
-from function.queue_request import QueueRequest, encode  # noqa: E402
+from function.wire.gourl import GoURL, parse  # noqa: E402
+from function.wire.queue_request import QueueRequest, encode  # noqa: E402
 
 __all__ = ["GoURL", "QueueRequest", "encode", "parse", "publish_request"]
 

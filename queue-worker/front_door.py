@@ -17,7 +17,7 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import quote
 
 import nats.errors
@@ -25,32 +25,30 @@ from aiohttp import web
 
 from runtime import Context, NotConnected
 
-from .call_status import FINAL, CallStatus
-from .gourl import URLError, parse
-from .headers import basic_authorization
-from .origin_client import OriginClient, ProtocolError
-from .queue_request import QueueRequest, encode
+from .callbacks.guard import Undeliverable, check
 from .settings import WorkerSettings
+from .status.cancellations import Cancellations
+from .status.state import FINAL
+from .status.store import CallStatus
+from .transport import Transport, TransportError
+from .transport.headers import basic_authorization, canonical_header
+from .wire.gourl import GoURL, URLError, parse
+from .wire.queue_request import QueueRequest, encode
+from .wire.target import InvalidTarget
 
-#: What the gateway accepts as a function name (its NameExpression).
-NAME = "[-a-zA-Z_0-9.]+"
 #: Room the stream needs besides the message itself (the Nats-Msg-Id header and framing).
 HEADER_ROOM = 512
+#: A call id is also the message's ``Nats-Msg-Id`` and a status key: visible ASCII, bounded.
+CALL_ID = re.compile(r"[!-~]{1,256}")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def canonical_header(name: str) -> str:
-    """Go's ``http.CanonicalHeaderKey``, which the gateway's stored headers went through."""
-    if not re.fullmatch(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", name):
-        return name
-    return "-".join(part[:1].upper() + part[1:].lower() for part in name.split("-"))
 
 
 @dataclass
 class FunctionCheck:
     """Asks the gateway whether a function exists, remembering answers for a few seconds."""
 
-    client: OriginClient
+    transport: Transport
+    gateway_url: str
     credentials: tuple[str, str] | None
     ttl_s: float
     known: dict[str, tuple[bool, float]] = field(default_factory=dict)
@@ -68,8 +66,8 @@ class FunctionCheck:
         target = f"/system/function/{quote(name, safe='')}" + (f"?namespace={quote(namespace)}" if namespace else "")
         headers = [("Authorization", basic_authorization(*self.credentials))] if self.credentials else []
         try:
-            response = await self.client.request("GET", target, headers, b"")
-        except (OSError, TimeoutError, ProtocolError) as exc:
+            response = await self.transport.request("GET", self.gateway_url + target, headers, b"")
+        except TransportError as exc:
             raise GatewayUnavailable(str(exc) or type(exc).__name__) from exc
         if response.status not in (200, 404):
             raise GatewayUnavailable(f"status {response.status}")
@@ -78,7 +76,7 @@ class FunctionCheck:
         return found
 
     def close(self) -> None:
-        self.client.close()
+        self.transport.close()
 
 
 class GatewayUnavailable(Exception):
@@ -89,11 +87,18 @@ class FrontDoor:
     """The routes and what they share."""
 
     def __init__(
-        self, *, settings: WorkerSettings, context: Context, status: CallStatus, check: FunctionCheck | None
+        self,
+        *,
+        settings: WorkerSettings,
+        context: Context,
+        status: CallStatus,
+        cancellations: Cancellations,
+        check: FunctionCheck | None,
     ) -> None:
         self._settings = settings
         self._context = context
         self._status = status
+        self._cancellations = cancellations
         self._check = check
 
     def close(self) -> None:
@@ -105,8 +110,8 @@ class FrontDoor:
         """The aiohttp routes, behind basic auth when it is configured."""
         guard = self._guarded
         return [
-            web.post(f"/async-function/{{name:{NAME}}}", guard(self.enqueue)),
-            web.post(f"/async-function/{{name:{NAME}}}/{{path:.*}}", guard(self.enqueue)),
+            web.post("/async-function/{name:[^/]+}", guard(self.enqueue)),
+            web.post("/async-function/{name:[^/]+}/{path:.*}", guard(self.enqueue)),
             web.get("/async-function/{call_id}", guard(self.lookup)),
             web.delete("/async-function/{call_id}", guard(self.cancel)),
         ]
@@ -126,55 +131,71 @@ class FrontDoor:
         return guarded
 
     async def enqueue(self, request: web.Request) -> web.Response:
-        """Store the request as the gateway would, and answer 202 only once the stream has it."""
+        """Store the request as the gateway would, and answer 202 only once the stream has it.
+
+        Anything the worker would refuse later is refused here, with 400 and the reason: a
+        function name or path that leaves ``/function/<name>``, a call id that cannot be a
+        message id, a callback URL that nothing may be posted to.
+        """
         name = request.match_info["name"]
         path = "/" + request.match_info["path"] if "path" in request.match_info else ""
         limit = self._limit()
         if request.content_length is not None and request.content_length > limit:
             raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
-        headers = request.headers
-        if (
-            len(headers) > self._settings.max_request_headers
-            or sum(len(k) + len(v) for k, v in headers.items()) > self._settings.max_header_bytes
-        ):
-            raise web.HTTPRequestHeaderFieldsTooLarge(text="over max_request_headers or max_header_bytes")
-        callback = None
-        if "X-Callback-Url" in request.headers:
-            try:
-                callback = parse(request.headers["X-Callback-Url"])
-            except URLError as exc:
-                raise web.HTTPBadRequest(text=f"X-Callback-Url: {exc}") from None
-        await self._require_function(name)
-        body = await request.read()
         call_id = request.headers.get("X-Call-Id") or str(uuid.uuid4())
+        if CALL_ID.fullmatch(call_id) is None:
+            raise web.HTTPBadRequest(text="X-Call-Id: expected 1 to 256 visible ASCII characters")
+        callback = self._callback(request)
         start = str(time.time_ns())
         header: dict[str, list[str]] = {}
         for key, value in request.headers.items():
-            header.setdefault(canonical_header(key), []).append(value)
+            # The credentials this door checked are its own: they never travel on to a function.
+            if self._settings.front_door_credentials is None or key.lower() != "authorization":
+                header.setdefault(canonical_header(key), []).append(value)
         header.setdefault("X-Call-Id", [call_id])
         header.setdefault("X-Start-Time", []).append(start)
-        queued = QueueRequest(
-            function=name,
-            method=request.method,
-            path=path,
-            query_string=request.query_string,
-            body=body,
-            header={k: tuple(v) for k, v in header.items()},
-            host=request.host,
-            callback=callback,
-        )
-        data = encode(queued)
+        # Counted as stored, the way the worker counts them.
+        problem = self._settings.limits.header_problem(header)
+        if problem is not None:
+            raise web.HTTPRequestHeaderFieldsTooLarge(text=problem)
+        try:
+            queued = QueueRequest(
+                function=name,
+                method=request.method,
+                path=path,
+                query_string=request.query_string,
+                header={k: tuple(v) for k, v in header.items()},
+                host=request.host,
+                callback=callback,
+            )
+        except InvalidTarget as exc:
+            raise web.HTTPBadRequest(text=str(exc)) from None
+        await self._require_function(name)
+        body = await request.read()
+        data = encode(replace(queued, body=body))
         if len(data) > limit:
             raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(data))
         await self._store(call_id, name, data)
         return web.Response(status=202, headers={"X-Call-Id": call_id, "X-Start-Time": start})
+
+    def _callback(self, request: web.Request) -> GoURL | None:
+        """The request's ``X-Callback-Url``, refused at once where no callback could be posted."""
+        text = request.headers.get("X-Callback-Url")
+        if text is None:
+            return None
+        try:
+            callback = parse(text)
+            check(self._settings.callback_allowlist, callback.string())
+        except (URLError, Undeliverable) as exc:
+            raise web.HTTPBadRequest(text=f"X-Callback-Url: {exc}") from None
+        return callback
 
     def _limit(self) -> int:
         try:
             server = self._context.nats().max_payload - HEADER_ROOM
         except NotConnected:
             raise web.HTTPServiceUnavailable(text="not connected to NATS") from None
-        configured = self._settings.max_request_size
+        configured = self._settings.limits.max_body
         return min(configured, server) if configured else server
 
     async def _require_function(self, name: str) -> None:
@@ -217,12 +238,16 @@ class FrontDoor:
         if status.get("state") in FINAL:
             raise web.HTTPConflict(text=json.dumps(status), content_type="application/json")
         try:
-            await self._status.cancel(self._context.nats(), call_id, str(status.get("function", "")))
+            client = self._context.nats()
+            await self._cancellations.cancel(client, call_id)
+            await self._status.mark_cancelled(client, call_id, str(status.get("function", "")))
         except (NotConnected, nats.errors.Error, TimeoutError):
             raise web.HTTPServiceUnavailable(text="cannot record the cancellation now") from None
         return web.Response(status=202, headers={"X-Call-Id": call_id})
 
     async def _read(self, call_id: str) -> dict[str, object] | None:
+        if CALL_ID.fullmatch(call_id) is None:
+            raise web.HTTPBadRequest(text="expected a call id of 1 to 256 visible ASCII characters")
         if not self._status.enabled:
             raise web.HTTPNotFound(text="call status is off (call_status_ttl=0s)")
         try:

@@ -1,7 +1,8 @@
 """The queue-worker as a python3-jetstream function: wiring only.
 
-``on_startup`` reads the settings and builds one long-lived HTTP client for invocations and
-one for callbacks; ``handle`` passes each message to :class:`QueueWorker`.
+``on_startup`` reads the settings and builds the transports (one for invocations, one for
+callbacks, guarded), the call-status store and the front door; ``handle`` passes each message
+to :class:`QueueWorker`; ``on_shutdown`` closes them.
 """
 
 from __future__ import annotations
@@ -12,14 +13,16 @@ from aiohttp import web
 
 from runtime import Context, Event, Outcome
 
-from .call_status import CallStatus
-from .callback import CallbackClient
+from .callbacks.guard import guarded_resolver
 from .front_door import FrontDoor, FunctionCheck
 from .invoke import Invoker
 from .metrics import WorkerMetrics
-from .origin_client import OriginClient
 from .settings import WorkerSettings
-from .worker import USER_AGENT, VERSION, QueueWorker
+from .status.cancellations import Cancellations
+from .status.store import CallStatus
+from .transport.http import HTTPTransport
+from .version import USER_AGENT, VERSION
+from .worker import QueueWorker
 
 #: Idle connections kept for the function-existence check: one short GET per function every few seconds.
 CHECK_CONNECTIONS = 8
@@ -29,44 +32,40 @@ async def on_startup(context: Context) -> None:
     """Validate the settings (a bad one stops start-up) and open the HTTP clients."""
     settings = WorkerSettings.from_env(context.environ)
     pool = context.settings.max_inflight
-    invoker = Invoker(
-        client=OriginClient(
-            settings.gateway_url, timeout_s=settings.upstream_timeout_s, user_agent=USER_AGENT, max_idle=pool
-        ),
-        timeout_s=settings.upstream_timeout_s,
-    )
-    callbacks = CallbackClient(
-        allowlist=settings.callback_allowlist,
+    gateway = HTTPTransport(timeout_s=settings.upstream_timeout_s, user_agent=USER_AGENT, max_idle=pool)
+    callbacks = HTTPTransport(
         timeout_s=settings.callback_timeout_s,
         user_agent=USER_AGENT,
         max_idle=pool,
+        resolve=guarded_resolver(settings.callback_allowlist),
         verify=not settings.tls_insecure,
     )
     if settings.tls_insecure:
         context.log.warning("TLS verification of callback receivers is off (tls_insecure=true)")
-    status = CallStatus(
-        settings.call_status_bucket, settings.call_status_ttl_s, replicas=context.settings.stream_replicas
-    )
+    replicas = context.settings.stream_replicas
+    status = CallStatus(settings.call_status_bucket, settings.call_status_ttl_s, replicas=replicas)
+    cancellations = Cancellations(f"{settings.call_status_bucket}-cancelled", settings.call_status_ttl_s, replicas)
     check = None
     if settings.check_function_exists:
         check = FunctionCheck(
-            client=OriginClient(
-                settings.gateway_url,
-                timeout_s=settings.upstream_timeout_s,
-                user_agent=USER_AGENT,
-                max_idle=CHECK_CONNECTIONS,
+            transport=HTTPTransport(
+                timeout_s=settings.upstream_timeout_s, user_agent=USER_AGENT, max_idle=CHECK_CONNECTIONS
             ),
+            gateway_url=settings.gateway_url,
             credentials=settings.gateway_credentials,
             ttl_s=settings.function_cache_ttl_s,
         )
-    context.state["front_door"] = FrontDoor(settings=settings, context=context, status=status, check=check)
+    context.state["front_door"] = FrontDoor(
+        settings=settings, context=context, status=status, cancellations=cancellations, check=check
+    )
     context.state["worker"] = QueueWorker(
         settings=settings,
-        invoker=invoker,
+        invoker=Invoker(transport=gateway, gateway_url=settings.gateway_url),
         callbacks=callbacks,
         metrics=WorkerMetrics.create(context.registry, VERSION),
         rng=random.Random(),
         status=status,
+        cancellations=cancellations,
     )
     context.log.info(
         "Queue-worker ready",
@@ -81,6 +80,7 @@ async def on_connect(context: Context) -> None:
     """Create the call-status buckets and follow cancellations."""
     worker: QueueWorker = context.state["worker"]
     await worker.status.connect(context.nats())
+    await worker.cancellations.connect(context.nats())
 
 
 def http_routes(context: Context) -> list[web.AbstractRouteDef]:
@@ -96,12 +96,10 @@ async def handle(event: Event, context: Context) -> Outcome:
 
 
 async def on_shutdown(context: Context) -> None:
-    """Close the HTTP clients."""
+    """Close the worker and the front door."""
     worker: QueueWorker | None = context.state.get("worker")
     if worker is not None:
-        await worker.status.close()
-        worker.invoker.close()
-        worker.callbacks.close()
+        await worker.close()
     front_door: FrontDoor | None = context.state.get("front_door")
     if front_door is not None:
         front_door.close()

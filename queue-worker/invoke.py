@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from .gourl import URLError
-from .headers import forwardable
-from .origin_client import InvalidRequest, OriginClient, ProtocolError
-from .queue_request import QueueRequest
+from .transport import InvalidRequest, Response, Transport, TransportError, TransportTimeout
+from .transport.headers import forwardable
+from .wire.gourl import URLError
+from .wire.queue_request import QueueRequest
 
-#: Status recorded when the gateway cannot be reached at all.
+#: Status recorded when the gateway cannot be reached at all, or the connection broke.
 TRANSPORT_FAILURE_STATUS = 503
 #: Status recorded when the call outlives ``upstream_timeout``.
 TIMEOUT_STATUS = 504
@@ -19,18 +19,17 @@ INVALID_REQUEST_STATUS = 400
 
 
 @dataclass(frozen=True, slots=True)
-class Result:
-    """What one invocation produced; ``error`` is set when no HTTP response came back."""
+class Invocation:
+    """What one invocation produced; ``error`` is set when no HTTP response came back (the
+    response is then the status recorded for the failure, with no headers or body)."""
 
-    status: int
-    headers: tuple[tuple[str, str], ...]
-    body: bytes
+    response: Response
     duration_s: float
     error: str = ""
 
-    def header_map(self) -> dict[str, str]:
-        """Response headers with lower-case names (the last value of a repeated one)."""
-        return {name.lower(): value for name, value in self.headers}
+    @property
+    def status(self) -> int:
+        return self.response.status
 
 
 def request_headers(request: QueueRequest) -> list[tuple[str, str]]:
@@ -38,38 +37,47 @@ def request_headers(request: QueueRequest) -> list[tuple[str, str]]:
     return forwardable((name, value) for name, values in request.header.items() for value in values)
 
 
+def failure_status(error: TransportError) -> int:
+    """The status an invocation records when no response came back."""
+    if isinstance(error, TransportTimeout):
+        return TIMEOUT_STATUS
+    if isinstance(error, InvalidRequest):
+        return INVALID_REQUEST_STATUS
+    return TRANSPORT_FAILURE_STATUS
+
+
 class Invoker:
-    """Invokes functions at ``{gateway_url}/function/...`` within ``timeout_s``."""
+    """Invokes functions at ``{gateway_url}/function/...`` through ``transport``."""
 
-    def __init__(self, *, client: OriginClient, timeout_s: float) -> None:
-        self.client = client
-        self._timeout_s = timeout_s
-
-    def close(self) -> None:
-        """Close the connections."""
-        self.client.close()
+    def __init__(self, *, transport: Transport, gateway_url: str) -> None:
+        self.transport = transport
+        self._gateway_url = gateway_url.rstrip("/")
 
     def url(self, request: QueueRequest) -> str:
-        """The full URL the function is called at."""
-        return self.client.url(request.invoke_path())
+        """The full URL the function is called at.
 
-    async def invoke(self, request: QueueRequest) -> Result:
-        """Make the call; a transport failure becomes 503 and a timeout 504, never an exception.
+        Raises:
+            URLError: Go could not have sent it (an invalid %-escape in the path).
+        """
+        return self._gateway_url + request.request_target()
+
+    async def invoke(self, request: QueueRequest) -> Invocation:
+        """Make the call; never raises for a failure to get an answer.
 
         A request that cannot be sent as stored (a line break in a header, an invalid escape
         in the path) is answered 400 without calling anything, as the gateway would answer it.
         """
         started = time.perf_counter()
         try:
-            response = await self.client.request(
-                request.method, request.request_target(), request_headers(request), request.body
+            response = await self.transport.request(
+                request.method, self.url(request), request_headers(request), request.body
             )
-        except TimeoutError:
-            elapsed = time.perf_counter() - started
-            return Result(TIMEOUT_STATUS, (), b"", elapsed, f"no answer within {self._timeout_s:g}s")
-        except (InvalidRequest, URLError) as exc:
-            return Result(INVALID_REQUEST_STATUS, (), b"", time.perf_counter() - started, str(exc))
-        except (OSError, ProtocolError) as exc:
-            detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            return Result(TRANSPORT_FAILURE_STATUS, (), b"", time.perf_counter() - started, detail)
-        return Result(response.status, response.headers, response.body, time.perf_counter() - started)
+        except URLError as exc:
+            return _failed(INVALID_REQUEST_STATUS, started, str(exc))
+        except TransportError as exc:
+            return _failed(failure_status(exc), started, f"{type(exc).__name__}: {exc}")
+        return Invocation(response, time.perf_counter() - started)
+
+
+def _failed(status: int, started: float, error: str) -> Invocation:
+    return Invocation(Response(status), time.perf_counter() - started, error)

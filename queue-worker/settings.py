@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from runtime import ConfigError, Env, read_secret, secret_folder
+from runtime.backoff import BACKOFF_MODES
 
-from .backoff import BACKOFF_MODES
-from .callback_guard import Allowlist
-from .policy import RetryPolicy, parse_codes
+from .callbacks.guard import Allowlist
+from .retry import RetryPolicy, parse_codes
+from .wire.limits import Limits
 
 #: Statuses retried unless ``retry_http_codes`` says otherwise (the OpenFaaS chart's list).
 DEFAULT_RETRY_CODES = "408,429,500,502,503,504"
@@ -34,8 +35,6 @@ class WorkerSettings:
     #: How long call status is kept; 0 switches call status and cancelling off.
     call_status_ttl_s: float
     call_status_bucket: str
-    #: Largest message the front door stores; 0 means the NATS server's max payload.
-    max_request_size: int
     check_function_exists: bool
     function_cache_ttl_s: float
     #: Basic auth for the front door's routes, from the OpenFaaS secrets below, or None.
@@ -43,9 +42,9 @@ class WorkerSettings:
     #: Basic auth for the gateway's system API, when the secrets exist.
     gateway_credentials: tuple[str, str] | None
     callback_allowlist: Allowlist
-    #: Most headers, and most bytes of header names and values, a queued request may carry.
-    max_request_headers: int
-    max_header_bytes: int
+    #: Most header values, header bytes and body bytes a queued request may carry
+    #: (``max_body`` 0: up to the NATS server's max payload).
+    limits: Limits
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> WorkerSettings:
@@ -87,15 +86,25 @@ class WorkerSettings:
             debug=env.boolean("debug", False),
             call_status_ttl_s=env.duration("call_status_ttl", 24 * 3600.0),
             call_status_bucket=env.string("call_status_bucket", "queue-worker-calls"),
-            max_request_size=env.integer("max_request_size", 0, minimum=0, maximum=64 * 1024 * 1024),
             check_function_exists=env.boolean("check_function_exists", False),
             function_cache_ttl_s=env.duration("function_cache_ttl", 5.0),
             front_door_credentials=_front_door_credentials(env),
             gateway_credentials=_basic_auth(env),
-            callback_allowlist=Allowlist.parse(env.string("callback_allowlist", "")),
-            max_request_headers=env.integer("max_request_headers", 100, minimum=1, maximum=100_000),
-            max_header_bytes=env.integer("max_header_bytes", 64 * 1024, minimum=256, maximum=16 * 1024 * 1024),
+            callback_allowlist=_allowlist(env),
+            limits=Limits(
+                max_headers=env.integer("max_request_headers", 100, minimum=1, maximum=100_000),
+                max_header_bytes=env.integer("max_header_bytes", 64 * 1024, minimum=256, maximum=16 * 1024 * 1024),
+                max_body=env.integer("max_request_size", 0, minimum=0, maximum=64 * 1024 * 1024),
+            ),
         )
+
+
+def _allowlist(env: Env) -> Allowlist:
+    text = env.string("callback_allowlist", "")
+    try:
+        return Allowlist.parse(text)
+    except ValueError as exc:
+        raise ConfigError("callback_allowlist", text, f"expected hosts and http(s) URL prefixes; {exc}") from None
 
 
 def _gateway_url(env: Env) -> str:

@@ -11,7 +11,7 @@ import nats.errors
 from nats.aio.client import Client
 from nats.js.api import RetentionPolicy, StreamConfig
 
-from function.dead_letters import StoredDeadLetter, read
+from function.dead_letter_tool import StoredDeadLetter, read
 from harness.publish import QueueRequest
 from harness.worker import WorkerProcess
 

@@ -14,7 +14,7 @@ import yaml
 from aiohttp import web
 from nats.aio.client import Client
 
-from function.dead_letters import run
+from function.dead_letter_tool import run
 from harness.natsd import NatsServer
 from harness.publish import QueueRequest, encode, publish_request
 from harness.servers import RecordingServer, answer, wait_until
@@ -103,7 +103,7 @@ async def test_the_command_lists_and_replays_by_call_id(
     for call_id in ("keep-1", "replay-1"):
         await publish_request(nc, queue.subject, QueueRequest(function="gone", header={"X-Call-Id": (call_id,)}))
     await wait_until(lambda: len(worker.events("Dead-lettered")) == 2, 10, "two dead letters")
-    command = [sys.executable, "-m", "function.dead_letters"]
+    command = [sys.executable, "-m", "function.dead_letter_tool"]
     env = {"nats_url": natsd.url, "queue_name": queue.subject, "PATH": ""}
     # Run it as in the image: from the build context, the handler being the package `function`.
     stack = yaml.safe_load((ROOT / "stack.yml").read_text())

@@ -15,7 +15,7 @@ from aiohttp import web
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from function.queue_request import decode
+from function.wire.queue_request import decode
 from harness.natsd import NatsServer
 from harness.servers import RecordingServer, wait_until
 from harness.worker import WorkerProcess

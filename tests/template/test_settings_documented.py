@@ -6,7 +6,7 @@ import re
 
 import yaml
 
-from function.worker import VERSION
+from function.version import VERSION
 from harness.worker import HANDLER, ROOT, TEMPLATE
 
 STACK = ROOT / "stack.yml"

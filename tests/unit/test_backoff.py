@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from function.backoff import BACKOFF_MODES, exponential_delay, jitter, parse_retry_after
+from function.retry import parse_retry_after
+from runtime.backoff import BACKOFF_MODES, exponential_delay, jitter
 
 NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
 

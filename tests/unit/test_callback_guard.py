@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from function.callback_guard import Allowlist, CallbackRefused, guard, guarded_resolver, is_forbidden, refusal
+from function.callbacks.guard import Allowlist, Destination, guard, guarded_resolver, is_forbidden, refusal
+from function.transport import DestinationRefused
 
 
 @pytest.mark.parametrize(
@@ -13,6 +14,16 @@ from function.callback_guard import Allowlist, CallbackRefused, guard, guarded_r
         ("fd00:ec2::254", True),
         ("fe80::1", True),
         ("::ffff:169.254.169.254", True),
+        ("169.254.170.2", True),
+        ("169.254.170.23", True),
+        ("fd00:ec2::23", True),
+        ("100.100.100.200", True),
+        ("168.63.129.16", True),
+        ("192.0.0.192", True),
+        ("64:ff9b::a9fe:a9fe", True),
+        ("2002:a9fe:a9fe::1", True),
+        ("::ffff:100.100.100.200", True),
+        ("100.100.100.201", False),
         ("10.0.0.1", False),
         ("127.0.0.1", False),
         ("receiver.openfaas-fn", False),
@@ -37,10 +48,12 @@ ALLOW = Allowlist.parse("receiver.openfaas-fn, *.example.com, cb.internal:8443, 
         ("https://hooks.acme.io/other", False),
         ("https://hooks.acme.io.evil.net/queue/", False),
         ("http://elsewhere:8080/", False),
+        ("https://hooks.acme.io@evil.net/queue/", False),
+        ("https://hooks.acme.io:443@evil.net/queue/", False),
     ],
 )
 def test_the_allowlist_takes_hosts_wildcards_ports_and_prefixes(url: str, allowed: bool) -> None:
-    assert ALLOW.allows(url) is allowed
+    assert ALLOW.allows(Destination.parse(url)) is allowed
 
 
 def test_an_empty_list_allows_any_host_but_never_a_metadata_address() -> None:
@@ -60,7 +73,7 @@ def test_resolved_addresses_lose_the_forbidden_and_none_left_is_a_refusal() -> N
     anyone = Allowlist()
 
     assert guard(anyone, "cb", 80, ["169.254.169.254", "10.1.2.3", "fe80::1%eth0"]) == ["10.1.2.3"]
-    with pytest.raises(CallbackRefused):
+    with pytest.raises(DestinationRefused):
         guard(anyone, "metadata.attacker", 80, ["169.254.169.254", "::ffff:169.254.169.254"])
     named = Allowlist.parse("metadata.internal")
     assert guard(named, "metadata.internal", 80, ["169.254.169.254"]) == ["169.254.169.254"]
@@ -70,5 +83,5 @@ async def test_the_resolver_guards_what_the_system_resolves() -> None:
     resolve = guarded_resolver(Allowlist())
 
     assert await resolve("127.0.0.1", 80) == ["127.0.0.1"]
-    with pytest.raises(CallbackRefused):
+    with pytest.raises(DestinationRefused):
         await resolve("169.254.169.254", 80)

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from function.gourl import GoURL, URLError, parse
+from function.wire.gourl import GoURL, URLError, parse
 
 
 @pytest.mark.parametrize(

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
-from function.callback import CallbackInfo, callback_headers
-from function.headers import forwardable
-from function.invoke import Result, request_headers
-from function.queue_request import QueueRequest
+from function.callbacks.post import CallbackInfo, callback_headers
+from function.invoke import Invocation, request_headers
+from function.transport import Response
+from function.transport.headers import forwardable
+from function.wire.queue_request import QueueRequest
 
 
 def test_hop_by_hop_host_and_length_are_not_forwarded() -> None:
@@ -28,13 +29,20 @@ def test_every_stored_value_of_a_header_is_sent() -> None:
 
 
 def test_the_callback_carries_the_function_headers_and_the_workers_own() -> None:
-    result = Result(
-        status=201,
-        headers=(("Content-Type", "application/json"), ("X-Function-Status", "spoofed"), ("Connection", "close")),
-        body=b"{}",
+    result = Invocation(
+        Response(
+            status=201,
+            headers=(
+                ("Content-Type", "application/json"),
+                ("X-Function-Status", "spoofed"),
+                ("Connection", "close"),
+                ("User-Agent", "spoofed"),
+            ),
+            body=b"{}",
+        ),
         duration_s=0.5,
     )
-    info = CallbackInfo(call_id="c-1", function="f", retries=2, max_retries=9, user_agent="queue-worker/x")
+    info = CallbackInfo(call_id="c-1", function="f", retries=2, max_retries=9)
 
     assert callback_headers(result, info) == [
         ("Content-Type", "application/json"),
@@ -45,13 +53,12 @@ def test_the_callback_carries_the_function_headers_and_the_workers_own() -> None
         ("X-Duration-Seconds", "0.500000"),
         ("X-Retry", "2"),
         ("X-Retry-Max", "9"),
-        ("User-Agent", "queue-worker/x"),
     ]
 
 
 def test_no_call_id_header_when_the_request_had_none() -> None:
-    info = CallbackInfo(call_id="", function="f", retries=0, max_retries=0, user_agent="ua")
+    info = CallbackInfo(call_id="", function="f", retries=0, max_retries=0)
 
-    names = [name for name, _ in callback_headers(Result(200, (), b"", 0.0), info)]
+    names = [name for name, _ in callback_headers(Invocation(Response(200), 0.0), info)]
 
     assert "X-Call-Id" not in names

@@ -6,11 +6,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from function.callback import CallbackInfo
-from function.callback_job import CallbackJob
-from function.dead_letters import StoredDeadLetter
-from function.invoke import Result
-from function.queue_request import DecodeError
+from function.callbacks.job import CallbackJob
+from function.callbacks.post import CallbackInfo
+from function.dead_letter_tool import StoredDeadLetter
+from function.invoke import Invocation
+from function.transport import Response
+from function.wire.queue_request import DecodeError
 from runtime import DeadLetter
 from runtime.dead_letters import dead_letter_headers, fit
 from runtime.settle import Action, plan
@@ -27,14 +28,14 @@ def test_a_callback_job_keeps_the_whole_result(
 ) -> None:
     job = CallbackJob(
         url="http://receiver/cb?x=1",
-        result=Result(status, tuple(headers), body, 0.25, ""),
-        info=CallbackInfo("call-1", "figlet", retries, 99, "queue-worker/x"),
+        invocation=Invocation(Response(status, tuple(headers), body), 0.25, ""),
+        info=CallbackInfo("call-1", "figlet", retries, 99),
     )
 
     assert CallbackJob.decode(job.encode()) == job
 
 
-@pytest.mark.parametrize("data", [b"", b"[]", b"{}", b'{"url":"u","status":"x"}'])
+@pytest.mark.parametrize("data", [b"", b"[]", b"{}", b'{"url":"u","status":"x"}', b"[" * 100_000])
 def test_a_broken_callback_job_is_a_decode_error(data: bytes) -> None:
     with pytest.raises(DecodeError):
         CallbackJob.decode(data)

@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from function.policy import Final, RetryLater, RetryPolicy, decide
+from function.retry import Final, RetryLater, RetryPolicy, decide
 
 POLICY = RetryPolicy(attempts=4, codes=frozenset({429, 500, 502, 503, 504}), min_wait_s=1.0, max_wait_s=8.0)
 NOW = datetime(2026, 11, 28, tzinfo=UTC)

@@ -2,13 +2,15 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from function.gourl import GoURL, URLError
-from function.queue_request import DecodeError, QueueRequest, decode, encode
+from function.wire.gourl import GoURL, URLError
+from function.wire.queue_request import DecodeError, QueueRequest, decode, encode
+from function.wire.target import InvalidTarget
 from tests.fixtures_io import Vector, load_vectors
 
 VECTORS = load_vectors()
@@ -105,7 +107,16 @@ def test_userinfo_survives_only_as_an_empty_user_like_go_renders_it() -> None:
         (b"null", "type"),
         (b"{}", "function"),
         (b'{"Function":""}', "function"),
-        (b'{"Function":"/"}', "function"),
+        (b'{"Function":"/"}', "invalid_request"),
+        (b'{"Function":".."}', "invalid_request"),
+        (b'{"Function":"f/../system"}', "invalid_request"),
+        (b'{"Function":"f","Path":"/../../system/functions"}', "invalid_request"),
+        (b'{"Function":"f","Path":"/%2e%2e/system/functions"}', "invalid_request"),
+        (b'{"Function":"f","Path":"/%252E%252E/system"}', "invalid_request"),
+        (b'{"Function":"f","Path":"/a\\\\..\\\\..\\\\system"}', "invalid_request"),
+        (b'{"Function":"f","Path":"/..;/system"}', "invalid_request"),
+        (b"[" * 100_000, "json"),
+        (b'{"Function":"f","Header":' * 50_000, "json"),
         (b'{"Function":7}', "type"),
         (b'{"Function":"f","Body":"***"}', "base64"),
         (b'{"Function":"f","Body":"aGk"}', "base64"),
@@ -189,4 +200,9 @@ def test_a_path_go_could_not_send_is_an_error() -> None:
 def test_paths_sent_as_they_are_are_those_go_leaves_as_they_are(path: str) -> None:
     # The shortcut for plain paths agrees with Go's EscapedPath, ported in gourl.
     assert GoURL(path="/" + path).escaped_path() == "/" + path
-    assert QueueRequest(function="f", path="/" + path).request_target() == "/function/f/" + path
+    try:
+        request = QueueRequest(function="f", path="/" + path)
+    except InvalidTarget:
+        assert any(segment in (".", "..") for segment in re.split("[/;]", path))
+        return
+    assert request.request_target() == "/function/f/" + path

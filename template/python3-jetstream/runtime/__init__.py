@@ -10,13 +10,14 @@ from .auth import read_secret, secret_folder
 from .contract import Ack, Context, DeadLetter, Event, Function, Outcome, Retry, Terminate
 from .durations import format_duration, parse_duration
 from .env import Env
-from .errors import ConfigError, ConnectorError, HandlerLoadError, NotConnected
+from .errors import EXIT_CONFIG, ConfigError, ConnectorError, HandlerLoadError, NotConnected
 from .loop_metrics import LoopCounter, LoopGauge, LoopHistogram
 from .metrics import DURATION_BUCKETS
 from .settings import Settings
 
 __all__ = [
     "DURATION_BUCKETS",
+    "EXIT_CONFIG",
     "Ack",
     "ConfigError",
     "ConnectorError",

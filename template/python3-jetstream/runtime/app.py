@@ -26,7 +26,7 @@ from .connection import ConnectionState, connect, ensure_topology
 from .consumer import Consumer
 from .contract import Context, Function
 from .dead_letters import DeadLetters
-from .errors import ConfigError, HandlerLoadError
+from .errors import EXIT_CONFIG, ConfigError, HandlerLoadError
 from .loader import load_function
 from .metrics import RuntimeMetrics
 from .settings import Settings
@@ -34,8 +34,6 @@ from .stream_state import StreamStateCollector, refresh
 
 T = TypeVar("T")
 
-#: Exit status for a bad setting or an unloadable function (sysexits' EX_CONFIG).
-EXIT_CONFIG = 78
 #: Exit status when the NATS client closed for good on its own.
 EXIT_CONNECTION_LOST = 1
 #: How long the last acknowledgements may take to reach the server at shutdown.

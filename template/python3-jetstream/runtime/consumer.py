@@ -20,18 +20,21 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from . import ack_subject
+from .backoff import Backoff
 from .contract import Ack, Context, DeadLetter, Event, Function, Outcome, Retry, Terminate
 from .dead_letters import DeadLetters
 from .metrics import RuntimeMetrics
+from .numbers import ascii_int_or_none
 from .pulls import GRACE_S, Pulls
 from .settings import Settings
 from .settle import Action, apply, plan
 
 #: What a handler may return besides None (a tuple built once: a union is built at each use).
 OUTCOMES = (Ack, Retry, Terminate, DeadLetter)
-#: Redelivery delay after a handler raised, doubled per delivery up to the cap.
-ERROR_RETRY_INITIAL_S = 1.0
-ERROR_RETRY_MAX_S = 60.0
+#: Redelivery delay after a handler raised: 1 s doubled per delivery up to a minute.
+ERROR_BACKOFF = Backoff(initial_s=1.0, max_s=60.0)
+#: Redelivery delay when a dead letter could not be stored.
+DEAD_LETTER_RETRY_S = ERROR_BACKOFF.max_s
 #: How many in-progress acks fit into one ack deadline; more than one absorbs a late tick.
 HEARTBEATS_PER_ACK_WAIT = 3
 #: Pause after a refused pull (consumer missing, too many waiting) before pulling again.
@@ -47,11 +50,6 @@ class InFlight:
     msg: Msg
     started: float = field(default_factory=time.monotonic)
     settling: bool = False
-
-
-def error_delay(attempt: int) -> float:
-    """Delay before redelivering a message whose handler raised on delivery ``attempt``."""
-    return min(ERROR_RETRY_MAX_S, ERROR_RETRY_INITIAL_S * 2.0 ** min(attempt - 1, 32))
 
 
 class Consumer:
@@ -162,7 +160,7 @@ class Consumer:
         if status == "100":
             return  # a heartbeat; none are asked for
         undelivered = headers.get("Nats-Pending-Messages", "")
-        self._pulls.ended(msg.subject.rpartition(".")[2], int(undelivered) if undelivered.isdigit() else None)
+        self._pulls.ended(msg.subject.rpartition(".")[2], ascii_int_or_none(undelivered))
         if status != "408" and not (status == "409" and description in ROUTINE_CONFLICTS):
             # 409 Exceeded MaxWaiting, Consumer Deleted; 503 no consumer answered: pause, not spin.
             self._log.warning("Pull refused", status=status, description=description.strip())
@@ -223,15 +221,21 @@ class Consumer:
         try:
             # Typed loosely on purpose: a handler may return anything, and that is checked below.
             result: object = await self._function.handle(event, context)
-        except Exception:
+        except Exception as exc:
             context.log.exception("Handler failed")
-            self._metrics.handler_errors.inc()
-            return Retry(error_delay(event.attempt), reason="handler exception")
+            return self._handler_error(event, f"{type(exc).__name__}: {exc}"[:1000], "handler exception")
         if result is not None and not isinstance(result, OUTCOMES):
             context.log.error("Handler returned something that is not an outcome", type=type(result).__name__)
-            self._metrics.handler_errors.inc()
-            return Retry(error_delay(event.attempt), reason="handler result")
+            return self._handler_error(event, f"returned {type(result).__name__}", "handler result")
         return result
+
+    def _handler_error(self, event: Event, error: str, reason: str) -> Outcome:
+        """Redeliver after a back-off; a dead letter once ``handler_error_attempts`` deliveries
+        have failed, so no message is redelivered forever."""
+        self._metrics.handler_errors.inc()
+        if event.attempt >= self._settings.handler_error_attempts:
+            return DeadLetter("handler_error", {"error": error, "deliveries": event.attempt})
+        return Retry(ERROR_BACKOFF.delay(event.attempt), reason=reason)
 
     async def _settle(self, flight: InFlight, action: Action, context: Context) -> None:
         # From here on the drain leaves this task alone: cancelling it now could lose the
@@ -244,7 +248,7 @@ class Consumer:
             if action.verb == "dead-letter":
                 # Not stored, so not removed: try again later rather than lose it.
                 context.log.error("Dead letter not stored", reason=action.reason, error=error)
-                await self._settle(flight, Action("nak", ERROR_RETRY_MAX_S, "dead letter not stored"), context)
+                await self._settle(flight, Action("nak", DEAD_LETTER_RETRY_S, "dead letter not stored"), context)
             else:
                 # The server redelivers after ack_wait, so nothing is lost, only delayed.
                 context.log.warning("Settle failed", action=action.verb, error=error)

@@ -12,6 +12,7 @@ from typing import TypeVar
 
 from .durations import parse_duration
 from .errors import ConfigError
+from .numbers import ascii_int
 
 T = TypeVar("T")
 
@@ -55,7 +56,7 @@ class Env:
         """Return a whole number within ``[minimum, maximum]``."""
 
         def parse(value: str) -> int:
-            number = int(value, 10)
+            number = -ascii_int(value[1:]) if value.startswith("-") else ascii_int(value)
             if not minimum <= number <= maximum:
                 raise ValueError(value)
             return number

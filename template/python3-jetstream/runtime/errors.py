@@ -10,6 +10,9 @@
 
 from __future__ import annotations
 
+#: Exit status for a bad setting or an unloadable function (sysexits' EX_CONFIG).
+EXIT_CONFIG = 78
+
 
 class ConnectorError(Exception):
     """Base class of every error the runtime raises on purpose."""

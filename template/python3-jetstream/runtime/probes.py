@@ -7,13 +7,36 @@ cannot consume and the OpenFaaS probes (``GET /_/health``) see a live process.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from .connection import ConnectionState
+
+
+class WithoutRequestText(logging.Filter):
+    """Keeps request bytes out of the server's error log.
+
+    aiohttp's report of a malformed request quotes the offending line, which can be an
+    ``Authorization`` header: this logs the status and the error's type, never its text.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            record.msg, record.args = "Bad HTTP request from %s: %s %s", (remote, error.code, type(error).__name__)
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+#: The logger aiohttp's servers report errors to here.
+SERVER_LOG = logging.getLogger("runtime.http")
+SERVER_LOG.addFilter(WithoutRequestText())
 
 
 @dataclass(slots=True)
@@ -68,7 +91,7 @@ async def start(host: str, apps: tuple[tuple[web.Application, int], ...]) -> Pro
     runners: list[web.AppRunner] = []
     try:
         for app, port in apps:
-            runner = web.AppRunner(app, access_log=None)
+            runner = web.AppRunner(app, access_log=None, logger=SERVER_LOG)
             await runner.setup()
             runners.append(runner)
             await web.TCPSite(runner, host, port).start()

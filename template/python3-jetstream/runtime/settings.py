@@ -26,6 +26,8 @@ class Settings:
     dead_letter_stream: str
     stream_replicas: int
     max_inflight: int
+    #: Deliveries on which the handler raised before the message becomes a dead letter.
+    handler_error_attempts: int
     ack_wait_s: float
     fetch_wait_s: float
     shutdown_timeout_s: float
@@ -61,6 +63,7 @@ class Settings:
             dead_letter_stream=_subject_token(env, "dead_letter_stream", "faas-dead-letter"),
             stream_replicas=env.integer("nats_stream_replicas", 1, minimum=1, maximum=5),
             max_inflight=env.integer("max_inflight", 50, minimum=1, maximum=100_000),
+            handler_error_attempts=env.integer("handler_error_attempts", 10, minimum=1, maximum=10_000),
             ack_wait_s=ack_wait_s,
             fetch_wait_s=env.duration("fetch_wait", 1.0, minimum=0.01),
             shutdown_timeout_s=env.duration("shutdown_timeout", 25.0),

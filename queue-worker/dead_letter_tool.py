@@ -3,8 +3,8 @@
 In the image (``kubectl exec deploy/queue-worker -- ...``) or from a checkout
 (``make dead-letters ARGS="..."``), with the worker's own environment::
 
-    python -m function.dead_letters list [--function F] [--call-id ID] [--reason R] [--json]
-    python -m function.dead_letters replay (--all | --function F | --call-id ID ...) [--reason R]
+    python -m function.dead_letter_tool list [--function F] [--call-id ID] [--reason R] [--json]
+    python -m function.dead_letter_tool replay (--all | --function F | --call-id ID ...) [--reason R]
 
 Replaying publishes the original message, byte for byte and with its headers, to the subject it
 came from, then deletes the dead letter, so each one is replayed once. A replayed request starts
@@ -126,7 +126,7 @@ def _line(letter: StoredDeadLetter) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m function.dead_letters", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m function.dead_letter_tool", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     for name in ("list", "replay"):
         command = commands.add_parser(name)

@@ -17,6 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .gourl import GoURL, URLError, parse
+from .target import InvalidTarget, check_function, check_path
+
+#: ``DecodeError.reason`` of a request whose function or path is not allowed.
+INVALID_REQUEST = "invalid_request"
 
 
 class DecodeError(ValueError):
@@ -29,7 +33,12 @@ class DecodeError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class QueueRequest:
-    """One queued invocation, as the gateway stored it."""
+    """One queued invocation, as the gateway stored it.
+
+    Raises:
+        InvalidTarget: on construction, when ``function`` or ``path`` could lead anywhere but
+            to that function (see :mod:`.target`).
+    """
 
     function: str
     method: str = "POST"
@@ -48,6 +57,8 @@ class QueueRequest:
     _first: Mapping[str, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        check_function(self.function)
+        check_path(self.path)
         first: dict[str, str] = {}
         for key, values in self.header.items():
             if values:
@@ -75,7 +86,7 @@ class QueueRequest:
     def invoke_path(self) -> str:
         """The path and query to call after the gateway URL: ``/function/<name><path>?<query>``."""
         query = self.query_string.lstrip("?")
-        return f"/function/{self.function.strip('/')}{self.path or '/'}" + (f"?{query}" if query else "")
+        return f"/function/{self.function}{self.path or '/'}" + (f"?{query}" if query else "")
 
     def request_target(self) -> str:
         """What goes on the request line: :meth:`invoke_path` as Go's ``http.Client`` sends it,
@@ -238,20 +249,28 @@ def decode(data: bytes) -> QueueRequest:
     """Decode one message body.
 
     Raises:
-        DecodeError: not JSON, not an object, a wrong type, bad base64 or no ``Function``.
+        DecodeError: not JSON, not an object, a wrong type, bad base64, no ``Function``, or a
+            function or path that is not allowed (reason :data:`INVALID_REQUEST`).
     """
     try:
         document = _DECODER.decode(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DecodeError("json", f"not JSON ({exc})") from exc
+    except RecursionError:
+        # Go's decoder allows 10,000 levels; Python's stack gives out sooner. Either way,
+        # no QueueRequest is nested at all.
+        raise DecodeError("json", "nested too deeply") from None
     if not isinstance(document, _Pairs):
         raise DecodeError("type", f"expected a JSON object, got {type(document).__name__}")
     values = _REQUEST.read("", document)
-    if not values.get("function", "").strip("/"):
+    if not values.get("function"):
         raise DecodeError("function", "Function is empty or missing")
     if not values.get("method"):
         values["method"] = "POST"
-    return QueueRequest(**values)
+    try:
+        return QueueRequest(**values)
+    except InvalidTarget as exc:
+        raise DecodeError(INVALID_REQUEST, str(exc)) from exc
 
 
 def encode(request: QueueRequest) -> bytes:

@@ -6,8 +6,8 @@ Every state change is one small JSON value under the call's key: ``queued`` (by 
 Workers write with plain publishes to the bucket's subject, so no message waits for a round
 trip; values expire with the bucket's TTL. ``running`` is written only for a call still running
 after :data:`RUNNING_AFTER_S`: a quicker call goes from ``queued`` straight to its outcome, which
-halves the writes (and the server's work) at high rates. Cancellations go to a second bucket
-that every worker follows live, so checking one costs a set lookup, not a request.
+halves the writes (and the server's work) at high rates. Cancellations are kept apart, in
+:mod:`.cancellations`.
 """
 
 from __future__ import annotations
@@ -21,25 +21,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nats.aio.client import Client
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
+
+from .state import CallState, Record
 
 #: One encoder for every value: ``json.dumps(separators=...)`` would build a new one each time.
 _COMPACT = json.JSONEncoder(separators=(",", ":"))
 #: How long a call runs before its status says ``running``.
 RUNNING_AFTER_S = 0.25
-#: States after which nothing more happens to a call.
-FINAL = frozenset({"succeeded", "failed", "dead-lettered", "cancelled"})
 
 
 def key(call_id: str) -> str:
     """A bucket key for any call id (keys allow only ``[-/_=.a-zA-Z0-9]``, and a dot splits tokens)."""
-    return base64.urlsafe_b64encode(call_id.encode()).decode().rstrip("=")
+    return base64.urlsafe_b64encode(call_id.encode("utf-8", "surrogateescape")).decode().rstrip("=")
 
 
-def record(call_id: str, function: str, state: str, **fields: Any) -> bytes:
+def encode(call_id: str, function: str, state: CallState, **fields: Any) -> bytes:
     """A status value: the state, when it was written, and whatever the state carries."""
     return _COMPACT.encode(
         {"callId": call_id, "function": function, "state": state, "updatedAt": time.time(), **fields}
@@ -53,9 +51,7 @@ class CallStatus:
     bucket: str
     ttl_s: float
     replicas: int = 1
-    cancelled: dict[str, float] = field(default_factory=dict)
     _client: Client | None = None
-    _subscription: Subscription | None = None
     #: ``running`` writes waiting for their delay, by call id, and those being sent.
     _due: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
     _sending: set[asyncio.Task[None]] = field(default_factory=set)
@@ -64,44 +60,12 @@ class CallStatus:
     def enabled(self) -> bool:
         return self.ttl_s > 0
 
-    @property
-    def cancel_bucket(self) -> str:
-        return f"{self.bucket}-cancelled"
-
     async def connect(self, client: Client) -> None:
-        """Create both buckets if missing, load the cancellations, and follow new ones."""
+        """Create the bucket if missing."""
         if not self.enabled:
             return
         self._client = client
-        js = client.jetstream()
-        for name in (self.bucket, self.cancel_bucket):
-            try:
-                await js.key_value(name)
-            except BucketNotFoundError:
-                await js.create_key_value(
-                    KeyValueConfig(bucket=name, ttl=self.ttl_s, storage=StorageType.FILE, replicas=self.replicas)
-                )
-        self._subscription = await client.subscribe(f"$KV.{self.cancel_bucket}.>", cb=self._on_cancel)
-        try:
-            for existing in await (await js.key_value(self.cancel_bucket)).keys():
-                self.cancelled[existing] = time.monotonic() + self.ttl_s
-        except NoKeysError:
-            pass
-
-    async def _on_cancel(self, msg: Msg) -> None:
-        self.cancelled[msg.subject.rsplit(".", 1)[1]] = time.monotonic() + self.ttl_s
-
-    def is_cancelled(self, call_id: str) -> bool:
-        """Whether the call was cancelled (forgotten after the bucket's TTL, as the bucket forgets)."""
-        if not call_id or not self.cancelled:
-            return False
-        expiry = self.cancelled.get(key(call_id))
-        if expiry is None:
-            return False
-        if expiry < time.monotonic():
-            del self.cancelled[key(call_id)]
-            return False
-        return True
+        await ensure_bucket(client, self.bucket, self.ttl_s, self.replicas)
 
     def started(self, call_id: str, function: str, attempt: int) -> None:
         """Record ``running`` once the call has run for :data:`RUNNING_AFTER_S`, unless
@@ -113,17 +77,19 @@ class CallStatus:
 
     def _write_running(self, call_id: str, function: str, attempt: int) -> None:
         del self._due[call_id]
-        task = asyncio.create_task(self._publish(call_id, record(call_id, function, "running", attempt=attempt)))
+        value = encode(call_id, function, CallState.RUNNING, attempt=attempt)
+        task = asyncio.create_task(self._publish(call_id, value))
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
 
-    async def write(self, call_id: str, function: str, state: str, **fields: Any) -> None:
+    async def write(self, record: Record) -> None:
         """Record a state without waiting for the server (order is kept per connection)."""
-        due = self._due.pop(call_id, None)
+        due = self._due.pop(record.call_id, None)
         if due is not None:
             due.cancel()
-        if self.enabled and call_id:
-            await self._publish(call_id, record(call_id, function, state, **fields))
+        if self.enabled and record.call_id:
+            value = encode(record.call_id, record.function, record.state, **record.fields)
+            await self._publish(record.call_id, value)
 
     async def _publish(self, call_id: str, value: bytes) -> None:
         if self._client is not None and self._client.is_connected:
@@ -135,7 +101,7 @@ class CallStatus:
             return True
         kv = await client.jetstream().key_value(self.bucket)
         try:
-            await kv.create(key(call_id), record(call_id, function, "queued", **fields))
+            await kv.create(key(call_id), encode(call_id, function, CallState.QUEUED, **fields))
         except KeyWrongLastSequenceError:
             return False
         return True
@@ -152,11 +118,10 @@ class CallStatus:
         status: dict[str, Any] = json.loads(entry.value)
         return status
 
-    async def cancel(self, client: Client, call_id: str, function: str) -> None:
-        """Mark the call cancelled: workers skip it from now on, and its status says so."""
-        await (await client.jetstream().key_value(self.cancel_bucket)).put(key(call_id), b"")
+    async def mark_cancelled(self, client: Client, call_id: str, function: str) -> None:
+        """Record ``cancelled`` and wait until the bucket has it."""
         await (await client.jetstream().key_value(self.bucket)).put(
-            key(call_id), record(call_id, function, "cancelled")
+            key(call_id), encode(call_id, function, CallState.CANCELLED)
         )
 
     async def close(self) -> None:
@@ -164,5 +129,12 @@ class CallStatus:
             due.cancel()
         self._due.clear()
         await asyncio.gather(*self._sending, return_exceptions=True)
-        if self._subscription is not None:
-            await self._subscription.unsubscribe()
+
+
+async def ensure_bucket(client: Client, bucket: str, ttl_s: float, replicas: int) -> None:
+    """Create a key-value bucket whose values live ``ttl_s``, unless it exists."""
+    js = client.jetstream()
+    try:
+        await js.key_value(bucket)
+    except BucketNotFoundError:
+        await js.create_key_value(KeyValueConfig(bucket=bucket, ttl=ttl_s, storage=StorageType.FILE, replicas=replicas))

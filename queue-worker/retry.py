@@ -10,17 +10,20 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from runtime import parse_duration
-
-from .backoff import exponential_delay, jitter, parse_retry_after
+from runtime.backoff import Backoff
+from runtime.numbers import ascii_int, ascii_int_or_none
 
 #: Annotation prefix the OpenFaaS Pro worker reads; kept so functions carry over.
 ANNOTATION_PREFIX = "com.openfaas.retry."
 #: Statuses whose ``Retry-After`` header sets the next delay.
 RETRY_AFTER_STATUSES = frozenset({429, 503})
+#: The longest ``Retry-After`` honoured; JetStream's delays are int64 nanoseconds, ~292 years.
+MAX_RETRY_AFTER_S = 24 * 3600.0
 #: Header with which OpenFaaS components mark an error as theirs, not the function's.
 INTERNAL_HEADER = "x-openfaas-internal"
 
@@ -40,6 +43,10 @@ class RetryPolicy:
     def max_retries(self) -> int:
         """Retries after the first attempt, as sent in ``X-Retry-Max``."""
         return self.attempts - 1
+
+    def delay(self, retry: int, rng: random.Random) -> float:
+        """The wait before retry number ``retry`` (1 for the first), jittered by ``backoff``."""
+        return Backoff(self.min_wait_s, self.max_wait_s, self.backoff).delay(retry, rng)
 
     def with_annotations(self, annotations: Mapping[str, str]) -> tuple[RetryPolicy, list[str]]:
         """Apply a function's retry annotations.
@@ -69,7 +76,7 @@ class RetryPolicy:
 
 
 def _attempts(raw: str) -> int:
-    value = int(raw.strip(), 10)
+    value = ascii_int(raw.strip())
     if value < 1:
         raise ValueError(raw)
     return value
@@ -92,7 +99,7 @@ def parse_codes(raw: str) -> frozenset[int]:
     Raises:
         ValueError: a part is not a status code from 100 to 599, or there is none.
     """
-    codes = frozenset(int(part.strip(), 10) for part in raw.split(",") if part.strip())
+    codes = frozenset(ascii_int(part.strip(), max_digits=3) for part in raw.split(",") if part.strip())
     if not codes or any(not 100 <= code <= 599 for code in codes):
         raise ValueError(raw)
     return codes
@@ -137,6 +144,24 @@ def decide(
     if status in RETRY_AFTER_STATUSES and "retry-after" in headers:
         asked = parse_retry_after(headers["retry-after"], now)
         if asked is not None:
-            return RetryLater(max(asked, policy.min_wait_s))
-    base = exponential_delay(attempt, initial_s=policy.min_wait_s, max_s=policy.max_wait_s)
-    return RetryLater(jitter(base, policy.backoff, rng))
+            return RetryLater(min(max(asked, policy.min_wait_s), MAX_RETRY_AFTER_S))
+    return RetryLater(policy.delay(attempt, rng))
+
+
+def parse_retry_after(value: str, now: datetime) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value (delay-seconds or an HTTP date).
+
+    Returns:
+        The wait in seconds (0 for a date in the past), or ``None`` when the value is invalid.
+    """
+    text = value.strip()
+    seconds = ascii_int_or_none(text)
+    if seconds is not None:
+        return float(seconds)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - now).total_seconds())

@@ -11,9 +11,11 @@ import binascii
 import json
 from dataclasses import dataclass
 
-from .callback import CallbackInfo
-from .invoke import Result
-from .queue_request import DecodeError
+from ..invoke import Invocation
+from ..status.state import CallState
+from ..transport import Response
+from ..wire.queue_request import DecodeError
+from .post import CallbackInfo
 
 #: NATS header that marks a message as a job of this worker rather than a queued request.
 JOB_HEADER = "Queue-Worker-Job"
@@ -26,7 +28,7 @@ class CallbackJob:
     """Everything needed to post a callback again."""
 
     url: str
-    result: Result
+    invocation: Invocation
     info: CallbackInfo
 
     def encode(self) -> bytes:
@@ -34,17 +36,16 @@ class CallbackJob:
         return json.dumps(
             {
                 "url": self.url,
-                "status": self.result.status,
-                "headers": [list(pair) for pair in self.result.headers],
-                "body": base64.b64encode(self.result.body).decode("ascii"),
-                "durationSeconds": self.result.duration_s,
-                "error": self.result.error,
+                "status": self.invocation.status,
+                "headers": [list(pair) for pair in self.invocation.response.headers],
+                "body": base64.b64encode(self.invocation.response.body).decode("ascii"),
+                "durationSeconds": self.invocation.duration_s,
+                "error": self.invocation.error,
                 "callId": self.info.call_id,
                 "function": self.info.function,
                 "retries": self.info.retries,
                 "maxRetries": self.info.max_retries,
-                "userAgent": self.info.user_agent,
-                "state": self.info.state,
+                "state": self.info.state or "",
             },
             separators=(",", ":"),
         ).encode()
@@ -58,21 +59,19 @@ class CallbackJob:
         """
         try:
             doc = json.loads(data)
-            result = Result(
+            response = Response(
                 status=int(doc["status"]),
                 headers=tuple((str(k), str(v)) for k, v in doc["headers"]),
                 body=base64.b64decode(doc["body"], validate=True),
-                duration_s=float(doc["durationSeconds"]),
-                error=str(doc.get("error", "")),
             )
+            invocation = Invocation(response, float(doc["durationSeconds"]), str(doc.get("error", "")))
             info = CallbackInfo(
                 call_id=str(doc["callId"]),
                 function=str(doc["function"]),
                 retries=int(doc["retries"]),
                 max_retries=int(doc["maxRetries"]),
-                user_agent=str(doc["userAgent"]),
-                state=str(doc.get("state", "")),
+                state=CallState(doc["state"]) if doc.get("state") else None,
             )
-            return cls(url=str(doc["url"]), result=result, info=info)
-        except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+            return cls(url=str(doc["url"]), invocation=invocation, info=info)
+        except (ValueError, KeyError, TypeError, binascii.Error, RecursionError) as exc:
             raise DecodeError("callback_job", f"not a callback job ({exc!r})") from exc

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Iterable
+
+#: A field name is a token (RFC 9110 section 5.1); so is a method.
+TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: What a field value may not contain: a line break would start a new field or a new request.
+UNSAFE_VALUE = re.compile(r"[\r\n\x00]")
 
 #: Headers that belong to one connection (RFC 9110 section 7.6.1) and are never forwarded,
 #: plus the two that the client sets itself for the new request.
@@ -36,3 +42,10 @@ def forwardable(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
 def basic_authorization(user: str, password: str) -> str:
     """An ``Authorization`` value for HTTP basic auth, of the UTF-8 credentials as Go sends them."""
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def canonical_header(name: str) -> str:
+    """Go's ``http.CanonicalHeaderKey``, which the gateway's stored headers went through."""
+    if TOKEN.fullmatch(name) is None:
+        return name
+    return "-".join(part[:1].upper() + part[1:].lower() for part in name.split("-"))

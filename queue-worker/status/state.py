@@ -1,0 +1,89 @@
+"""A call's state, derived from what became of its message. Pure: no I/O.
+
+``queued`` is written by the front door when it stores the call, ``running`` by the store
+itself for a call that takes a while; every other state follows from the handler's outcome by
+:func:`record_for`, the one place that says which.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, assert_never
+
+from runtime import Ack, DeadLetter, Outcome, Retry, Terminate
+
+
+class CallState(StrEnum):
+    """What GET ``/async-function/<call-id>`` and the callback's ``X-Call-Status`` report."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    WAITING = "waiting"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    DEAD_LETTERED = "dead-lettered"
+    CANCELLED = "cancelled"
+
+
+#: States after which nothing more happens to a call.
+FINAL = frozenset({CallState.SUCCEEDED, CallState.FAILED, CallState.DEAD_LETTERED, CallState.CANCELLED})
+
+
+def state_of_status(status: int) -> CallState:
+    """The final state of a call the function answered: ``succeeded`` for 2xx and 3xx."""
+    return CallState.SUCCEEDED if 200 <= status < 400 else CallState.FAILED
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """What the worker learnt about a call while handling one delivery of it."""
+
+    call_id: str
+    function: str
+    attempt: int
+    #: The function's status, when it was invoked on this delivery.
+    status: int | None = None
+    duration_s: float | None = None
+    #: Not invoked, because the call was cancelled.
+    cancelled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One status value to write."""
+
+    call_id: str
+    function: str
+    state: CallState
+    fields: dict[str, Any]
+
+
+def record_for(outcome: Outcome, facts: Facts, *, now: float | None = None) -> Record:
+    """The state a call is in once ``outcome`` settles its delivery, with what it carries."""
+    fields: dict[str, Any] = {}
+    if facts.status is not None:
+        fields = {"attempt": facts.attempt, "status": facts.status}
+        if facts.duration_s is not None:
+            fields["durationSeconds"] = round(facts.duration_s, 6)
+    match outcome:
+        case Retry(delay_s=delay_s):
+            state = CallState.WAITING
+            waiting: dict[str, Any] = {"attempt": facts.attempt, "nextAttemptAt": (now or time.time()) + delay_s}
+            if facts.status is not None:
+                waiting["lastStatus"] = facts.status
+            fields = waiting
+        case DeadLetter(reason=reason):
+            state = CallState.DEAD_LETTERED
+            fields = {"reason": reason, **fields}
+        case Ack() | Terminate():
+            if facts.cancelled:
+                state = CallState.CANCELLED
+            elif facts.status is not None:
+                state = state_of_status(facts.status)
+            else:
+                state = CallState.FAILED
+        case _:
+            assert_never(outcome)
+    return Record(facts.call_id, facts.function, state, fields)

@@ -1,0 +1,40 @@
+"""How much a queued request may carry: header values, header bytes and body bytes. Pure.
+
+The front door checks the request exactly as it will store it (with ``X-Call-Id`` and
+``X-Start-Time`` added), and the worker checks what it reads, with this one function, so a
+request the front door accepts is never refused later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """``max_request_headers``, ``max_header_bytes`` and ``max_request_size`` (0: no limit)."""
+
+    max_headers: int
+    max_header_bytes: int
+    max_body: int = 0
+
+    def header_problem(self, header: Mapping[str, tuple[str, ...] | list[str]]) -> str | None:
+        """What makes these headers too many or too large, or ``None``."""
+        count = sum(len(values) for values in header.values())
+        if count > self.max_headers:
+            return f"{count} header values, more than max_request_headers={self.max_headers}"
+        size = sum(len(name) + len(value) for name, values in header.items() for value in values)
+        if size > self.max_header_bytes:
+            return f"{size} bytes of headers, more than max_header_bytes={self.max_header_bytes}"
+        return None
+
+    def body_problem(self, size: int) -> str | None:
+        """What makes a body of ``size`` bytes too large, or ``None``."""
+        if self.max_body and size > self.max_body:
+            return f"a {size}-byte body, more than max_request_size={self.max_body}"
+        return None
+
+    def problem(self, header: Mapping[str, tuple[str, ...] | list[str]], body_size: int) -> str | None:
+        """:meth:`header_problem`, else :meth:`body_problem`."""
+        return self.header_problem(header) or self.body_problem(body_size)
