@@ -16,7 +16,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from urllib.parse import quote
 
@@ -32,7 +32,7 @@ from .status.state import FINAL
 from .status.store import CallStatus
 from .transport import Transport, TransportError
 from .transport.headers import basic_authorization, canonical_header
-from .wire.gourl import GoURL, URLError, parse
+from .wire.gourl import URLError, parse
 from .wire.queue_request import QueueRequest, encode
 from .wire.target import InvalidTarget
 
@@ -83,6 +83,75 @@ class GatewayUnavailable(Exception):
     """The gateway could not say whether a function exists."""
 
 
+class Refused(ValueError):
+    """A request the front door will not store; ``status`` is the HTTP answer (400 or 431)."""
+
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(text)
+        self.status = status
+
+
+def queued_request(
+    *,
+    name: str,
+    path: str,
+    method: str,
+    query: str,
+    headers: Iterable[tuple[str, str]],
+    host: str,
+    settings: WorkerSettings,
+    now_ns: int | None = None,
+) -> QueueRequest:
+    """The ``QueueRequest`` the gateway would store for this call (without its body). Pure.
+
+    Anything the worker would refuse later is refused here, naming the reason: a function name
+    or path that leaves ``/function/<name>``, a call id that cannot be a message id, a callback
+    URL that nothing may be posted to, headers over the limits as they will be stored.
+
+    Raises:
+        Refused: with the status to answer.
+    """
+    header: dict[str, list[str]] = {}
+    for key, value in headers:
+        # The credentials this door checked are its own: they never travel on to a function.
+        if settings.front_door_credentials is None or key.lower() != "authorization":
+            header.setdefault(canonical_header(key), []).append(value)
+    call_id = header.get("X-Call-Id", [""])[0] or str(uuid.uuid4())
+    if CALL_ID.fullmatch(call_id) is None:
+        raise Refused(400, "X-Call-Id: expected 1 to 256 visible ASCII characters")
+    header["X-Call-Id"] = [call_id]
+    header.setdefault("X-Start-Time", []).append(str(time.time_ns() if now_ns is None else now_ns))
+    # Counted as stored, the way the worker counts them.
+    problem = settings.limits.header_problem(header)
+    if problem is not None:
+        raise Refused(431, problem)
+    callback = None
+    if "X-Callback-Url" in header:
+        try:
+            callback = parse(header["X-Callback-Url"][0])
+            check(settings.callback_allowlist, callback.string())
+        except (URLError, Undeliverable) as exc:
+            raise Refused(400, f"X-Callback-Url: {exc}") from None
+    try:
+        return QueueRequest(
+            function=name,
+            method=method,
+            path=path,
+            query_string=query,
+            header={k: tuple(v) for k, v in header.items()},
+            host=host,
+            callback=callback,
+        )
+    except InvalidTarget as exc:
+        raise Refused(400, str(exc)) from None
+
+
+def _http_error(refused: Refused) -> web.HTTPException:
+    if refused.status == 431:
+        return web.HTTPRequestHeaderFieldsTooLarge(text=str(refused))
+    return web.HTTPBadRequest(text=str(refused))
+
+
 class FrontDoor:
     """The routes and what they share."""
 
@@ -131,64 +200,29 @@ class FrontDoor:
         return guarded
 
     async def enqueue(self, request: web.Request) -> web.Response:
-        """Store the request as the gateway would, and answer 202 only once the stream has it.
-
-        Anything the worker would refuse later is refused here, with 400 and the reason: a
-        function name or path that leaves ``/function/<name>``, a call id that cannot be a
-        message id, a callback URL that nothing may be posted to.
-        """
-        name = request.match_info["name"]
-        path = "/" + request.match_info["path"] if "path" in request.match_info else ""
+        """Store the request as the gateway would, and answer 202 only once the stream has it."""
+        try:
+            queued = queued_request(
+                name=request.match_info["name"],
+                path="/" + request.match_info["path"] if "path" in request.match_info else "",
+                method=request.method,
+                query=request.query_string,
+                headers=request.headers.items(),
+                host=request.host,
+                settings=self._settings,
+            )
+        except Refused as exc:
+            raise _http_error(exc) from None
         limit = self._limit()
         if request.content_length is not None and request.content_length > limit:
             raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
-        call_id = request.headers.get("X-Call-Id") or str(uuid.uuid4())
-        if CALL_ID.fullmatch(call_id) is None:
-            raise web.HTTPBadRequest(text="X-Call-Id: expected 1 to 256 visible ASCII characters")
-        callback = self._callback(request)
-        start = str(time.time_ns())
-        header: dict[str, list[str]] = {}
-        for key, value in request.headers.items():
-            # The credentials this door checked are its own: they never travel on to a function.
-            if self._settings.front_door_credentials is None or key.lower() != "authorization":
-                header.setdefault(canonical_header(key), []).append(value)
-        header.setdefault("X-Call-Id", [call_id])
-        header.setdefault("X-Start-Time", []).append(start)
-        # Counted as stored, the way the worker counts them.
-        problem = self._settings.limits.header_problem(header)
-        if problem is not None:
-            raise web.HTTPRequestHeaderFieldsTooLarge(text=problem)
-        try:
-            queued = QueueRequest(
-                function=name,
-                method=request.method,
-                path=path,
-                query_string=request.query_string,
-                header={k: tuple(v) for k, v in header.items()},
-                host=request.host,
-                callback=callback,
-            )
-        except InvalidTarget as exc:
-            raise web.HTTPBadRequest(text=str(exc)) from None
-        await self._require_function(name)
-        body = await request.read()
-        data = encode(replace(queued, body=body))
+        await self._require_function(queued.function)
+        data = encode(replace(queued, body=await request.read()))
         if len(data) > limit:
             raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(data))
-        await self._store(call_id, name, data)
-        return web.Response(status=202, headers={"X-Call-Id": call_id, "X-Start-Time": start})
-
-    def _callback(self, request: web.Request) -> GoURL | None:
-        """The request's ``X-Callback-Url``, refused at once where no callback could be posted."""
-        text = request.headers.get("X-Callback-Url")
-        if text is None:
-            return None
-        try:
-            callback = parse(text)
-            check(self._settings.callback_allowlist, callback.string())
-        except (URLError, Undeliverable) as exc:
-            raise web.HTTPBadRequest(text=f"X-Callback-Url: {exc}") from None
-        return callback
+        await self._store(queued.call_id, queued.function, data)
+        start = queued.header_value("X-Start-Time")
+        return web.Response(status=202, headers={"X-Call-Id": queued.call_id, "X-Start-Time": start})
 
     def _limit(self) -> int:
         try:

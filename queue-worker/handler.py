@@ -58,6 +58,7 @@ async def on_startup(context: Context) -> None:
     context.state["front_door"] = FrontDoor(
         settings=settings, context=context, status=status, cancellations=cancellations, check=check
     )
+    context.state["status"], context.state["cancellations"] = status, cancellations
     context.state["worker"] = QueueWorker(
         settings=settings,
         invoker=Invoker(transport=gateway, gateway_url=settings.gateway_url),
@@ -78,9 +79,10 @@ async def on_startup(context: Context) -> None:
 
 async def on_connect(context: Context) -> None:
     """Create the call-status buckets and follow cancellations."""
-    worker: QueueWorker = context.state["worker"]
-    await worker.status.connect(context.nats())
-    await worker.cancellations.connect(context.nats())
+    status: CallStatus = context.state["status"]
+    cancellations: Cancellations = context.state["cancellations"]
+    await status.connect(context.nats())
+    await cancellations.connect(context.nats())
 
 
 def http_routes(context: Context) -> list[web.AbstractRouteDef]:
@@ -100,6 +102,8 @@ async def on_shutdown(context: Context) -> None:
     worker: QueueWorker | None = context.state.get("worker")
     if worker is not None:
         await worker.close()
+        cancellations: Cancellations = context.state["cancellations"]
+        await cancellations.close()
     front_door: FrontDoor | None = context.state.get("front_door")
     if front_door is not None:
         front_door.close()

@@ -10,6 +10,7 @@ that fails is queued as a :class:`CallbackJob` and retried on its own.
 from __future__ import annotations
 
 import random
+from collections.abc import Container
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -26,9 +27,8 @@ from .invoke import Invocation, Invoker
 from .metrics import WorkerMetrics
 from .retry import RetryLater, decide
 from .settings import WorkerSettings
-from .status.cancellations import Cancellations
 from .status.state import CallState, Facts, record_for
-from .status.store import CallStatus
+from .status.store import StatusWriter
 from .transport import Response, Transport
 from .wire.queue_request import INVALID_REQUEST, DecodeError, QueueRequest, decode
 
@@ -56,8 +56,9 @@ class QueueWorker:
     callbacks: Transport
     metrics: WorkerMetrics
     rng: random.Random
-    status: CallStatus
-    cancellations: Cancellations
+    status: StatusWriter
+    #: Call ids cancelled (followed live from a key-value bucket by the handler).
+    cancellations: Container[str]
 
     async def handle(self, event: Event, context: Context) -> Outcome:
         """Route a message: a callback job, or a queued request."""
@@ -71,7 +72,6 @@ class QueueWorker:
     async def close(self) -> None:
         """Finish status writes under way and close every connection."""
         await self.status.close()
-        await self.cancellations.close()
         self.invoker.transport.close()
         self.callbacks.close()
 

@@ -41,9 +41,9 @@ class Cancellations:
     async def _on_cancel(self, msg: Msg) -> None:
         self._expiry[msg.subject.rsplit(".", 1)[1]] = time.monotonic() + self.ttl_s
 
-    def __contains__(self, call_id: str) -> bool:
+    def __contains__(self, call_id: object) -> bool:
         """Whether the call was cancelled."""
-        if not call_id or not self._expiry:
+        if not isinstance(call_id, str) or not call_id or not self._expiry:
             return False
         expiry = self._expiry.get(key(call_id))
         if expiry is None:

@@ -18,7 +18,7 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from nats.aio.client import Client
 from nats.js.api import KeyValueConfig, StorageType
@@ -42,6 +42,22 @@ def encode(call_id: str, function: str, state: CallState, **fields: Any) -> byte
     return _COMPACT.encode(
         {"callId": call_id, "function": function, "state": state, "updatedAt": time.time(), **fields}
     ).encode()
+
+
+class StatusWriter(Protocol):
+    """What the worker needs of a status store (tests keep the records in memory)."""
+
+    def started(self, call_id: str, function: str, attempt: int) -> None:
+        """A call began; it may be recorded as ``running`` if it takes a while."""
+        ...
+
+    async def write(self, record: Record) -> None:
+        """Record a state."""
+        ...
+
+    async def close(self) -> None:
+        """Finish what is being written."""
+        ...
 
 
 @dataclass

@@ -37,8 +37,11 @@ def check_path(path: str) -> str:
     """``path`` when no reading of it holds a dot-segment.
 
     Raises:
-        InvalidTarget: a ``.`` or ``..`` segment, as written or once percent-decoded.
+        InvalidTarget: not empty and not starting with ``/`` (it would extend the function's
+            name), or a ``.`` or ``..`` segment, as written or once percent-decoded.
     """
+    if path and not path.startswith("/"):
+        raise InvalidTarget(f"path {path[:80]!r} does not start with /")
     text = path
     for _ in range(DECODE_ROUNDS):
         if _has_dot_segment(text):

@@ -1,9 +1,24 @@
 from __future__ import annotations
 
-import pytest
+import json
 
-from function.callbacks.guard import Allowlist, Destination, guard, guarded_resolver, is_forbidden, refusal
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from function.callbacks.guard import (
+    Allowlist,
+    Destination,
+    Undeliverable,
+    check,
+    guard,
+    guarded_resolver,
+    is_forbidden,
+    refusal,
+)
 from function.transport import DestinationRefused
+from function.transport.http import encode_request, split_url
+from function.wire.queue_request import DecodeError, decode
 
 
 @pytest.mark.parametrize(
@@ -85,3 +100,49 @@ async def test_the_resolver_guards_what_the_system_resolves() -> None:
     assert await resolve("127.0.0.1", 80) == ["127.0.0.1"]
     with pytest.raises(DestinationRefused):
         await resolve("169.254.169.254", 80)
+
+
+url_text = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]) | st.sampled_from(list(":/?#[]@%.")), max_size=40
+)
+url_objects = (
+    st.fixed_dictionaries(
+        {},
+        optional={
+            key: st.text(max_size=12)
+            | st.sampled_from(["169.254.169.254", "[::1]", "[h]", "h:99999", "100.100.100.200"])
+            for key in ("Scheme", "Host", "Path", "RawQuery", "Opaque", "Fragment")
+        },
+    )
+    | st.none()
+)
+
+
+def _check_sendable(allowlist: Allowlist, url: str) -> None:
+    """Never an exception but Undeliverable; what passes can be sent and is not a metadata host."""
+    try:
+        destination = check(allowlist, url)
+    except Undeliverable:
+        return
+    encode_request("POST", destination.target, destination.origin.partition("://")[2], [], b"")
+    assert not is_forbidden(destination.host)
+    assert split_url(destination.origin + destination.target) == (destination.origin, destination.target)
+
+
+@settings(max_examples=500)
+@given(scheme=st.sampled_from(["http://", "https://", "ftp://", ""]), rest=url_text)
+def test_any_url_text_is_read_or_refused_with_a_reason(scheme: str, rest: str) -> None:
+    _check_sendable(Allowlist(), scheme + rest)
+    _check_sendable(ALLOW, scheme + rest)
+
+
+@settings(max_examples=300)
+@given(callback=url_objects | url_text)
+def test_any_stored_callback_url_is_read_or_refused_with_a_reason(callback: object) -> None:
+    message = json.dumps({"Function": "f", "CallbackUrl": callback}).encode()
+    try:
+        url = decode(message).callback_url()
+    except DecodeError:
+        return
+    if url is not None:
+        _check_sendable(Allowlist(), url)

@@ -12,6 +12,8 @@ async def handle(event: Event, context: Context) -> Outcome | None:
     context.log.info("Received", data=text, attempt=event.attempt)
     if text == "boom" and event.attempt == 1:
         raise RuntimeError("boom on first delivery")
+    if text == "always boom":
+        raise RuntimeError("boom on every delivery")
     if text == "wrong type":
         return "not an outcome"  # type: ignore[return-value]
     if text.startswith("sleep:"):

@@ -1,0 +1,245 @@
+"""QueueWorker's routes in process: a MockTransport for the gateway and the receivers, an
+in-memory status store, no NATS. Each route checks the outcome, the calls made, the callback
+and the one status record written."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import pytest
+import structlog
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
+
+from function.invoke import Invoker
+from function.metrics import WorkerMetrics
+from function.settings import WorkerSettings
+from function.status.state import FINAL, CallState, Record
+from function.transport import ConnectFailed, MockTransport, Request, Response
+from function.wire.queue_request import QueueRequest, encode
+from function.worker import QueueWorker
+from runtime import Ack, Context, DeadLetter, Event, Outcome, Retry, Settings
+
+GATEWAY = "http://gateway.test:8080"
+RECEIVER = "http://receiver.test/cb"
+
+
+@dataclass
+class MemoryStatus:
+    """A status store that keeps what it is given."""
+
+    records: list[Record] = field(default_factory=list)
+    started_calls: list[str] = field(default_factory=list)
+
+    def started(self, call_id: str, function: str, attempt: int) -> None:
+        self.started_calls.append(call_id)
+
+    async def write(self, record: Record) -> None:
+        self.records.append(record)
+
+    async def close(self) -> None:
+        pass
+
+
+@dataclass
+class Rig:
+    worker: QueueWorker
+    gateway: MockTransport
+    receiver: MockTransport
+    status: MemoryStatus
+    context: Context
+
+    async def deliver(self, request: QueueRequest | bytes, attempt: int = 1) -> Outcome:
+        data = request if isinstance(request, bytes) else encode(request)
+        event = Event(data, {}, "faas-request", 7, attempt, datetime.now(UTC))
+        return await self.worker.handle(event, self.context)
+
+
+def rig(
+    answer: Callable[[Request], Response],
+    *,
+    environ: dict[str, str] | None = None,
+    cancelled: frozenset[str] = frozenset(),
+    receiver_answer: Callable[[Request], Response] = lambda _: Response(200),
+) -> Rig:
+    env = {"gateway_url": GATEWAY, "initial_retry_wait": "1s", "max_retry_attempts": "3", **(environ or {})}
+    gateway, receiver, status = MockTransport(answer), MockTransport(receiver_answer), MemoryStatus()
+    worker = QueueWorker(
+        settings=WorkerSettings.from_env(env),
+        invoker=Invoker(transport=gateway, gateway_url=GATEWAY),
+        callbacks=receiver,
+        metrics=WorkerMetrics.create(CollectorRegistry(), "test"),
+        rng=random.Random(1),
+        status=status,
+        cancellations=cancelled,
+    )
+    context = Context(Settings.from_env({}), structlog.get_logger(), CollectorRegistry())
+    return Rig(worker, gateway, receiver, status, context)
+
+
+def request(call_id: str = "call-1", callback: bool = True, **fields: object) -> QueueRequest:
+    header = {"X-Call-Id": (call_id,), "X-Callback-Url": (RECEIVER,)} if callback else {"X-Call-Id": (call_id,)}
+    return QueueRequest(function="figlet", body=b"hi", header=header, **fields)  # type: ignore[arg-type]
+
+
+async def test_success_invokes_once_posts_the_result_and_records_succeeded() -> None:
+    r = rig(lambda _: Response(200, (("Content-Type", "text/plain"),), b"HI"))
+
+    outcome = await r.deliver(request())
+
+    assert outcome == Ack(reason="status 200")
+    [call] = r.gateway.requests
+    assert (call.method, call.url, call.body) == ("POST", f"{GATEWAY}/function/figlet/", b"hi")
+    [posted] = r.receiver.requests
+    headers = dict(posted.headers)
+    assert (posted.url, posted.body, headers["X-Call-Status"], headers["X-Function-Status"]) == (
+        RECEIVER,
+        b"HI",
+        "succeeded",
+        "200",
+    )
+    [record] = r.status.records
+    assert (record.state, record.fields["status"], record.fields["attempt"]) == (CallState.SUCCEEDED, 200, 1)
+
+
+async def test_a_retried_status_waits_without_a_callback() -> None:
+    r = rig(lambda _: Response(503))
+
+    outcome = await r.deliver(request())
+
+    assert isinstance(outcome, Retry)
+    assert outcome.delay_s == 1.0
+    assert r.receiver.requests == []
+    [record] = r.status.records
+    assert (record.state, record.fields["lastStatus"]) == (CallState.WAITING, 503)
+
+
+async def test_a_gateway_that_cannot_be_reached_is_a_503_attempt() -> None:
+    def refuse(_: Request) -> Response:
+        raise ConnectFailed("cannot connect")
+
+    r = rig(refuse)
+
+    outcome = await r.deliver(request())
+
+    assert isinstance(outcome, Retry)
+    assert r.status.records[0].fields["lastStatus"] == 503
+
+
+async def test_the_last_attempt_posts_the_failure_and_dead_letters() -> None:
+    r = rig(lambda _: Response(500, (), b"boom"))
+
+    outcome = await r.deliver(request(), attempt=3)
+
+    assert isinstance(outcome, DeadLetter)
+    assert (outcome.reason, outcome.detail["lastStatus"], outcome.detail["lastBody"]) == ("exhausted", 500, "boom")
+    [posted] = r.receiver.requests
+    assert (dict(posted.headers)["X-Function-Status"], dict(posted.headers)["X-Retry"]) == ("500", "2")
+    [record] = r.status.records
+    assert (record.state, record.fields["reason"]) == (CallState.DEAD_LETTERED, "exhausted")
+
+
+@pytest.mark.parametrize(
+    "callback",
+    [
+        "http://169.254.169.254/latest/meta-data",
+        "http://100.100.100.200/latest/meta-data",
+        "http://metadata.google.internal/computeMetadata/v1/",
+        "ftp://receiver.test/x",
+        "http://receiver.test:99999/x",
+        "http://[receiver.test]/x",
+    ],
+)
+async def test_a_refused_callback_is_dead_lettered_before_invoking(callback: str) -> None:
+    r = rig(lambda _: Response(200))
+    refused = QueueRequest(function="figlet", header={"X-Call-Id": ("c",), "X-Callback-Url": (callback,)})
+
+    outcome = await r.deliver(refused)
+
+    assert isinstance(outcome, DeadLetter)
+    assert outcome.reason == "callback_refused"
+    assert (r.gateway.requests, r.receiver.requests) == ([], [])
+    assert r.status.records[0].state == CallState.DEAD_LETTERED
+
+
+async def test_a_cancelled_call_is_not_invoked_and_its_callback_says_so() -> None:
+    r = rig(lambda _: Response(200), cancelled=frozenset({"call-1"}))
+
+    outcome = await r.deliver(request())
+
+    assert outcome == Ack(reason="cancelled")
+    assert r.gateway.requests == []
+    [posted] = r.receiver.requests
+    assert (dict(posted.headers)["X-Call-Status"], dict(posted.headers)["X-Function-Status"]) == ("cancelled", "0")
+    assert [record.state for record in r.status.records] == [CallState.CANCELLED]
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"not json", "undecodable"),
+        (b"[" * 100_000, "undecodable"),
+        (b'{"Function":"../system/functions"}', "invalid_request"),
+        (b'{"Function":"f","Path":"/%2e%2e/%2e%2e/system/functions"}', "invalid_request"),
+    ],
+)
+async def test_what_cannot_be_decoded_or_is_not_allowed_is_dead_lettered_unsent(data: bytes, reason: str) -> None:
+    r = rig(lambda _: Response(200))
+
+    outcome = await r.deliver(data)
+
+    assert isinstance(outcome, DeadLetter)
+    assert outcome.reason == reason
+    assert r.gateway.requests == []
+
+
+async def test_a_request_over_the_header_limit_is_dead_lettered_and_its_status_says_so() -> None:
+    r = rig(lambda _: Response(200), environ={"max_request_headers": "3"})
+    many = QueueRequest(function="f", header={"X-Call-Id": ("c",), "X-A": ("1", "2", "3")})
+
+    outcome = await r.deliver(many)
+
+    assert isinstance(outcome, DeadLetter)
+    assert outcome.reason == "limits"
+    assert [(rec.state, rec.fields["reason"]) for rec in r.status.records] == [(CallState.DEAD_LETTERED, "limits")]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    status=st.sampled_from([200, 201, 302, 400, 404, 408, 429, 500, 502, 503, 504]),
+    attempt=st.integers(1, 4),
+    headers=st.lists(
+        st.tuples(
+            st.sampled_from(["Retry-After", "X-OpenFaaS-Internal", "Content-Type"]),
+            st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=12),
+        ),
+        max_size=3,
+    ),
+    callback=st.booleans(),
+)
+async def test_every_answer_ends_in_an_outcome_and_a_status_that_agrees(
+    status: int, attempt: int, headers: list[tuple[str, str]], callback: bool
+) -> None:
+    r = rig(lambda _: Response(status, tuple(headers), b"x"))
+
+    outcome = await r.deliver(request(callback=callback), attempt=attempt)
+
+    [record] = r.status.records
+    match outcome:
+        case Retry():
+            assert record.state == CallState.WAITING
+            assert r.receiver.requests == []
+        case Ack():
+            assert record.state in FINAL
+            assert len(r.receiver.requests) == int(callback)
+        case DeadLetter(reason="exhausted"):
+            assert record.state == CallState.DEAD_LETTERED
+            assert len(r.receiver.requests) == int(callback)
+        case _:
+            pytest.fail(f"unexpected {outcome!r}")
+    assert json.dumps(record.fields)  # what the store encodes
