@@ -31,6 +31,8 @@ CHECK_CONNECTIONS = 8
 async def on_startup(context: Context) -> None:
     """Validate the settings (a bad one stops start-up) and open the HTTP clients."""
     settings = WorkerSettings.from_env(context.environ)
+    # Retries are redeliveries: a pre-made consumer must allow as many as the worker makes.
+    context.needs.min_deliver = max(settings.retry.attempts, settings.callback_retry.attempts)
     pool = context.settings.max_inflight
     gateway = HTTPTransport(timeout_s=settings.upstream_timeout_s, user_agent=USER_AGENT, max_idle=pool)
     callbacks = HTTPTransport(

@@ -108,6 +108,11 @@ class QueueWorker:
         policy, problems = self.settings.retry.with_annotations(request.annotations)
         for problem in problems:
             log.warning("Invalid retry annotation", problem=problem)
+        if event.attempt > policy.attempts:
+            # Decided on an earlier delivery whose dead letter could not be stored: never invoked
+            # (or called back) again.
+            log.warning("Attempts used up on an earlier delivery", attempts=policy.attempts, delivery=event.attempt)
+            return Decided(DeadLetter("exhausted", {**_identity(request), "deliveries": event.attempt}), facts)
         destination = None
         url = request.callback_url()
         if url is not None:

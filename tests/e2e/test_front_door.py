@@ -45,7 +45,7 @@ async def test_enqueue_stores_what_the_gateway_would_and_the_worker_runs_it(
     vector = next(v for v in load_vectors() if v.name == "path-and-query")
     worker = start_worker(max_inflight="1", call_status_ttl="1m")
     await worker.wait_ready()
-    await nc.jetstream().delete_consumer(queue.stream, queue.durable)  # hold the message to inspect it
+    published = await nc.subscribe(queue.subject)  # sees the message as the stream stores it
 
     async with httpx.AsyncClient() as client:
         answer = await client.post(
@@ -56,7 +56,7 @@ async def test_enqueue_stores_what_the_gateway_would_and_the_worker_runs_it(
 
     assert answer.status_code == 202
     assert answer.headers["X-Call-Id"] == vector.call_id
-    [stored] = await _stored(nc, queue)
+    stored = (await published.next_msg(timeout=5)).data
     ours, gos = decode(stored), decode(vector.message)
     assert (ours.function, ours.path, ours.query_string, ours.body) == (
         gos.function,

@@ -7,7 +7,7 @@ The public surface is what a function needs: the :class:`Event` it receives, the
 from __future__ import annotations
 
 from .auth import read_secret, secret_folder
-from .contract import Ack, Context, DeadLetter, Event, Function, Outcome, Retry, Terminate
+from .contract import Ack, ConsumerNeeds, Context, DeadLetter, Event, Function, Outcome, Retry, Terminate
 from .durations import format_duration, parse_duration
 from .env import Env
 from .errors import EXIT_CONFIG, ConfigError, ConnectorError, HandlerLoadError, NotConnected
@@ -21,6 +21,7 @@ __all__ = [
     "Ack",
     "ConfigError",
     "ConnectorError",
+    "ConsumerNeeds",
     "Context",
     "DeadLetter",
     "Env",

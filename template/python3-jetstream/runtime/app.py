@@ -12,7 +12,7 @@ import gc
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import TypeVar
 
@@ -133,13 +133,17 @@ async def _consume(
 ) -> None:
     """Bind to the consumer (creating what is missing) and consume until stopped."""
     settings, log = context.settings, context.log
-    if not await _until_stopped(_prepare(client, settings, log), stopping):
+    js = client.jetstream()
+
+    async def rebind() -> None:
+        await ensure_topology(js, settings, log, min_deliver=context.needs.min_deliver)
+
+    if not await _until_stopped(_prepare(rebind, log), stopping):
         return
     if function.on_connect is not None:
         await function.on_connect(context)
     state.bound = True
     log.info("Subscribed", stream=settings.stream, durable=settings.durable)
-    js = client.jetstream()
     collector = StreamStateCollector(settings.metrics_namespace, settings.queue_name)
     context.registry.register(collector)
     consumer = Consumer(
@@ -150,6 +154,8 @@ async def _consume(
         metrics=metrics,
         dead_letters=DeadLetters(js, subject=settings.dead_letter_subject, max_payload=client.max_payload),
         stopping=stopping,
+        state=state,
+        rebind=rebind,
     )
     refresher = asyncio.create_task(refresh(js, settings, collector, log))
     _keep_gc_off_the_hot_path(settings.max_inflight)
@@ -169,12 +175,11 @@ def _keep_gc_off_the_hot_path(max_inflight: int) -> None:
     gc.set_threshold(max(GC_YOUNG_THRESHOLD, GC_YOUNG_PER_SLOT * max_inflight), middle, old)
 
 
-async def _prepare(client: Client, settings: Settings, log: FilteringBoundLogger) -> bool:
+async def _prepare(rebind: Callable[[], Awaitable[None]], log: FilteringBoundLogger) -> bool:
     """Ensure the stream and consumer, retrying while JetStream is not ready; True when done."""
-    js = client.jetstream()
     while True:
         try:
-            await ensure_topology(js, settings, log)
+            await rebind()
             return True
         except (TimeoutError, nats.errors.Error) as exc:
             log.warning("JetStream not ready", error=str(exc) or type(exc).__name__, retryIn=TOPOLOGY_RETRY_S)

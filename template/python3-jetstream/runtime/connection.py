@@ -23,10 +23,13 @@ RECONNECT_WAIT_S = 2
 
 @dataclass(slots=True)
 class ConnectionState:
-    """What readiness depends on, updated by the client's callbacks."""
+    """What readiness depends on, updated by the client's callbacks and the consumer."""
 
     connected: bool = False
     bound: bool = False
+    #: The consumer's pull requests are being answered (false while a link is unproven or the
+    #: consumer is being recreated).
+    consuming: bool = True
     #: Set before this worker closes the connection itself, so that is not logged as a fault.
     closing: bool = False
 
@@ -80,6 +83,10 @@ async def connect(
             name=settings.client_name,
             max_reconnect_attempts=-1,
             reconnect_time_wait=RECONNECT_WAIT_S,
+            # A half-open link (a partition, a frozen server) is noticed after this many missed
+            # pings, not when TCP gives up minutes later.
+            ping_interval=settings.ping_interval_s,
+            max_outstanding_pings=settings.max_outstanding_pings,
             disconnected_cb=disconnected,
             reconnected_cb=reconnected,
             error_cb=error,
@@ -105,11 +112,17 @@ def _is_refusal(exc: Exception) -> bool:
     return isinstance(exc, nats.errors.AuthorizationError) or "authorization violation" in str(exc).lower()
 
 
-async def ensure_topology(js: JetStreamContext, settings: Settings, log: FilteringBoundLogger) -> None:
+async def ensure_topology(
+    js: JetStreamContext, settings: Settings, log: FilteringBoundLogger, *, min_deliver: int = 1
+) -> None:
     """Create the work-queue stream and the durable pull consumer when they are missing.
 
     Existing ones are used as they are, so an operator's tuning is never overwritten; where
-    they differ from what this worker would create, the differences are logged once.
+    they differ from what this worker would create, the differences are logged once. An
+    existing consumer that would strand messages (see :func:`consumer_problems`) is refused.
+
+    Raises:
+        ConfigError: the existing consumer cannot serve this worker; names ``nats_durable``.
     """
     wanted_stream = StreamConfig(
         name=settings.stream,
@@ -137,10 +150,51 @@ async def ensure_topology(js: JetStreamContext, settings: Settings, log: Filteri
     )
     try:
         found = await js.consumer_info(settings.stream, settings.durable)
-        _log_differences(log, "consumer", settings.durable, wanted_consumer, found.config, ("ack_policy", "ack_wait"))
     except NotFoundError:
         await js.add_consumer(settings.stream, wanted_consumer)
         log.info("Created consumer", stream=settings.stream, durable=settings.durable)
+        return
+    problems = consumer_problems(found.config, settings, min_deliver)
+    if problems:
+        raise ConfigError(
+            "nats_durable",
+            settings.durable,
+            "the existing consumer would strand messages: "
+            + "; ".join(problems)
+            + ". Change it, or delete it and the worker creates one",
+        )
+    _log_differences(log, "consumer", settings.durable, wanted_consumer, found.config, ("ack_wait",))
+    pending = found.config.max_ack_pending
+    if pending is not None and 0 < pending < settings.max_inflight:
+        log.warning(
+            "Existing consumer limits calls in flight",
+            name=settings.durable,
+            maxAckPending=pending,
+            maxInflight=settings.max_inflight,
+        )
+
+
+def consumer_problems(config: ConsumerConfig, settings: Settings, min_deliver: int) -> list[str]:
+    """What in an existing consumer keeps a message from finishing as this worker means it to.
+    Pure.
+
+    A push consumer or one that does not ack explicitly never reaches this worker's pull loop
+    or settles messages its own way; a filter for another subject leaves this queue's messages
+    to wait forever; fewer deliveries than the worker retries make the server drop a message
+    silently, with no callback and no dead letter.
+    """
+    problems = []
+    if config.deliver_subject:
+        problems.append(f"it is a push consumer (deliver_subject={config.deliver_subject!r}), not a pull consumer")
+    if config.ack_policy not in (None, AckPolicy.EXPLICIT):
+        problems.append(f"ack_policy is {config.ack_policy}, not explicit")
+    filters = [f for f in (config.filter_subject, *(config.filter_subjects or ())) if f]
+    if filters and settings.queue_name not in filters:
+        problems.append(f"it filters {filters}, not queue_name={settings.queue_name!r}")
+    needed = max(min_deliver, settings.handler_error_attempts)
+    if config.max_deliver not in (None, -1, 0) and config.max_deliver < needed:
+        problems.append(f"max_deliver={config.max_deliver}, and a message may need {needed} deliveries")
+    return problems
 
 
 async def _ensure_dead_letter_stream(js: JetStreamContext, settings: Settings, log: FilteringBoundLogger) -> None:

@@ -1,6 +1,14 @@
 """The pull loop: keep pull requests open for the free slots, run the handler for each message
 as it arrives, keep the ack deadline alive while it runs, and settle by its outcome.
 
+Never more than ``max_inflight`` handlers run, whatever the server sends: a message beyond
+that is held, its lease kept alive, until a slot frees (handing it back would cost it a
+delivery, which the queue-worker counts as an attempt). Pull requests are not stacked on a link
+that has not proven alive: when the server goes silent, nothing more is asked until a PING
+round trip succeeds and every request it may still hold has expired, so a healed partition or a
+thawed server does not answer a pile of stale requests at once. A consumer or stream deleted
+under the worker is recreated.
+
 Every task this module starts is owned by :class:`Consumer` and is awaited or cancelled
 before :meth:`Consumer.run` returns.
 """
@@ -11,6 +19,8 @@ import asyncio
 import contextlib
 import json
 import time
+from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -21,6 +31,7 @@ from nats.aio.subscription import Subscription
 
 from . import ack_subject
 from .backoff import Backoff
+from .connection import ConnectionState
 from .contract import Ack, Context, DeadLetter, Event, Function, Outcome, Retry, Terminate
 from .dead_letters import DeadLetters
 from .metrics import RuntimeMetrics
@@ -41,6 +52,10 @@ HEARTBEATS_PER_ACK_WAIT = 3
 PULL_ERROR_PAUSE_S = 1.0
 #: 409s that end a pull request in the normal course (a 408, its expiry, always does).
 ROUTINE_CONFLICTS = frozenset({"Leadership Change"})
+#: 409s that say the server has too many requests waiting: pause, the consumer is there.
+CROWDED_CONFLICTS = ("Exceeded MaxWaiting", "Exceeded MaxRequestBatch", "Exceeded MaxRequestExpires")
+#: Longest a PING round trip may take to prove a silent link alive.
+PROOF_TIMEOUT_S = 2
 
 
 @dataclass(slots=True)
@@ -65,6 +80,8 @@ class Consumer:
         metrics: RuntimeMetrics,
         dead_letters: DeadLetters,
         stopping: asyncio.Event,
+        state: ConnectionState | None = None,
+        rebind: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._settings = settings
         self._function = function
@@ -75,6 +92,14 @@ class Consumer:
         self._dead_letters = dead_letters
         self._stopping = stopping
         self._inflight: dict[asyncio.Task[None], InFlight] = {}
+        #: Delivered while every slot was busy: started as slots free, never more at once.
+        self._held: deque[Msg] = deque()
+        self._state = state or ConnectionState()
+        self._rebind = rebind
+        #: Since when the server has not answered our pull requests (``None``: it does).
+        self._silent_since: float | None = None
+        #: The consumer (or its stream) was reported missing and must be recreated.
+        self._missing = False
         # Read when scraped rather than counted per message.
         metrics.inflight.set_function(lambda: len(self._inflight))
         #: Set when there is something to ask for, or stopping begins: what the pull loop waits for.
@@ -107,24 +132,73 @@ class Consumer:
             # Cleared before looking, so a slot freed while asking still wakes the next sleep.
             self._wake.clear()
             now = time.monotonic()
-            if self._pulls.outstanding and now - self._heard > expires_s + GRACE_S:
-                # Every open request ends within expires_s, by message or status: these are gone
-                # (a restarted server, a lost connection).
-                self._log.info("Pull requests lost, asking again", outstanding=self._pulls.outstanding)
-                self._pulls.lost()
-            batch = self._pulls.wanted(len(self._inflight)) if now >= self._paused_until else 0
+            if self._missing:
+                await self._recreate()
+                continue
+            if self._silent_since is None and self._pulls.outstanding and now - self._heard > expires_s + GRACE_S:
+                # Every open request ends within expires_s, by message or status: the server is
+                # not answering (a partition, a frozen or restarted server).
+                self._silent_since = now
+                self._state.consuming = False
+                self._log.warning("Pull requests unanswered, proving the link", outstanding=self._pulls.outstanding)
+            if self._silent_since is not None:
+                await self._prove_link()
+                continue
+            ready = now >= self._paused_until and self._client.is_connected
+            batch = self._pulls.wanted(self._busy()) if ready else 0
             if batch:
                 await self._ask(batch, now)
             await self._sleep_until_woken(self._paused_until - now if self._paused_until > now else expires_s)
             # Let the other calls finishing in this same turn free their slots too.
             await asyncio.sleep(0)
 
-    async def _sleep_until_woken(self, timeout_s: float) -> None:
-        """Until :attr:`_wake` is set or ``timeout_s`` passes. A timer that sets the event, not
-        ``asyncio.wait_for``, which starts a task each time: this runs for every pull."""
+    def _busy(self) -> int:
+        return len(self._inflight) + len(self._held)
+
+    async def _prove_link(self) -> None:
+        """Ask nothing until a PING round trip succeeds; then let every request the server may
+        still hold expire (they reached it before the PONG did) before counting them lost."""
+        try:
+            await self._client.flush(timeout=PROOF_TIMEOUT_S)
+        except (TimeoutError, nats.errors.Error):
+            await self._sleep_until_woken(PULL_ERROR_PAUSE_S)
+            return
+        await self._sleep_until_woken(self._settings.fetch_wait_s + GRACE_S, stop_only=True)
+        if self._stopping.is_set():
+            return
+        silent_for = time.monotonic() - (self._silent_since or 0.0)
+        self._pulls.lost()
+        self._silent_since = None
+        self._state.consuming = True
+        self._log.info("Pull requests answered again", silentFor=round(silent_for, 1))
+
+    async def _recreate(self) -> None:
+        """Recreate what is missing (consumer, stream, dead-letter stream), once a second at most."""
+        self._state.consuming = False
+        try:
+            if self._rebind is not None:
+                await self._rebind()
+        except (TimeoutError, nats.errors.Error) as exc:
+            self._log.warning("Cannot recreate the consumer yet", error=str(exc) or type(exc).__name__)
+            await self._sleep_until_woken(PULL_ERROR_PAUSE_S, stop_only=True)
+            return
+        self._missing = False
+        self._pulls.lost()
+        self._state.consuming = True
+        self._paused_until = 0.0
+
+    async def _sleep_until_woken(self, timeout_s: float, *, stop_only: bool = False) -> None:
+        """Until :attr:`_wake` is set (with ``stop_only``, until stopping begins) or ``timeout_s``
+        passes. A timer that sets the event, not ``asyncio.wait_for``, which starts a task each
+        time: this runs for every pull."""
+        deadline = time.monotonic() + timeout_s
         alarm = asyncio.get_running_loop().call_later(timeout_s, self._wake.set)
         try:
-            await self._wake.wait()
+            while True:
+                await self._wake.wait()
+                if not stop_only or self._stopping.is_set() or time.monotonic() >= deadline:
+                    return
+                self._wake.clear()
         finally:
             alarm.cancel()
 
@@ -152,6 +226,11 @@ class Consumer:
                 await msg.nak()
             self._wake.set()
             return
+        if len(self._inflight) >= self._settings.max_inflight:
+            if not self._held:
+                self._log.warning("More delivered than max_inflight; holding the rest", maxInflight=len(self._inflight))
+            self._held.append(msg)
+            return
         self._start(msg)
 
     def _on_status(self, msg: Msg) -> None:
@@ -162,9 +241,12 @@ class Consumer:
         undelivered = headers.get("Nats-Pending-Messages", "")
         self._pulls.ended(msg.subject.rpartition(".")[2], ascii_int_or_none(undelivered))
         if status != "408" and not (status == "409" and description in ROUTINE_CONFLICTS):
-            # 409 Exceeded MaxWaiting, Consumer Deleted; 503 no consumer answered: pause, not spin.
+            # 409 Exceeded MaxWaiting: pause, not spin. 409 Consumer Deleted, 404, 503 (no
+            # consumer answered): the consumer or its stream is gone; recreate it.
             self._log.warning("Pull refused", status=status, description=description.strip())
             self._paused_until = time.monotonic() + PULL_ERROR_PAUSE_S
+            if not description.startswith(CROWDED_CONFLICTS):
+                self._missing = True
         self._wake.set()
 
     async def _close_pulls(self, subscription: Subscription) -> None:
@@ -188,7 +270,9 @@ class Consumer:
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         del self._inflight[task]
-        if self._pulls.wanted(len(self._inflight)):
+        if self._held and not self._stopping.is_set():
+            self._start(self._held.popleft())
+        elif self._pulls.wanted(self._busy()):
             self._wake.set()
 
     async def _process(self, flight: InFlight) -> None:
@@ -246,8 +330,10 @@ class Consumer:
         except (TimeoutError, nats.errors.Error) as exc:
             error = str(exc) or type(exc).__name__
             if action.verb == "dead-letter":
-                # Not stored, so not removed: try again later rather than lose it.
+                # Not stored, so not removed: try again later rather than lose it (and make sure
+                # the dead-letter stream is there).
                 context.log.error("Dead letter not stored", reason=action.reason, error=error)
+                self._missing = self._missing or "no responders" in error.lower()
                 await self._settle(flight, Action("nak", DEAD_LETTER_RETRY_S, "dead letter not stored"), context)
             else:
                 # The server redelivers after ack_wait, so nothing is lost, only delayed.
@@ -272,14 +358,17 @@ class Consumer:
         while True:
             await asyncio.sleep(interval)
             now = time.monotonic()
-            for flight in list(self._inflight.values()):
-                if flight.settling or now - flight.started < interval:
-                    continue
+            leases = [f.msg for f in self._inflight.values() if not f.settling and now - f.started >= interval]
+            for msg in [*leases, *self._held]:
                 # A lost connection also loses the lease; redelivery covers it.
                 with contextlib.suppress(nats.errors.Error):
-                    await flight.msg.in_progress()
+                    await msg.in_progress()
 
     async def _drain(self) -> None:
+        held, self._held = list(self._held), deque()
+        for msg in held:  # never started: straight back for another worker
+            with contextlib.suppress(nats.errors.Error):
+                await msg.nak()
         if not self._inflight:
             return
         timeout = self._settings.shutdown_timeout_s

@@ -95,6 +95,15 @@ class Link:
         return client
 
 
+@dataclass(slots=True)
+class ConsumerNeeds:
+    """What the function needs of its durable consumer, checked when the worker binds to one
+    that exists already: ``on_startup`` raises ``min_deliver`` when it redelivers on purpose
+    (the queue-worker's retries are redeliveries)."""
+
+    min_deliver: int = 1
+
+
 @dataclass(frozen=True, slots=True)
 class Context:
     """What the runtime shares with a function: settings, a logger, metrics and state.
@@ -111,11 +120,14 @@ class Context:
     state: dict[str, Any] = field(default_factory=dict)
     environ: Mapping[str, str] = field(default_factory=dict)
     link: Link = field(default_factory=Link)
+    needs: ConsumerNeeds = field(default_factory=ConsumerNeeds)
 
     def bind(self, **fields: Any) -> Context:
         """Return a copy whose logger carries ``fields`` as well."""
         # Built directly rather than with dataclasses.replace: this runs for every message.
-        return Context(self.settings, self.log.bind(**fields), self.registry, self.state, self.environ, self.link)
+        return Context(
+            self.settings, self.log.bind(**fields), self.registry, self.state, self.environ, self.link, self.needs
+        )
 
     def nats(self) -> Client:
         """The NATS client, for JetStream or key-value use of the function's own.

@@ -60,9 +60,17 @@ def probe_app(
         return web.Response(text="OK")
 
     async def ready(_: web.Request) -> web.Response:
-        if state.connected and state.bound and not is_stopping():
+        if state.connected and state.bound and state.consuming and not is_stopping():
             return web.Response(text="OK")
-        reason = "stopping" if is_stopping() else "not connected" if not state.connected else "consumer not bound"
+        reason = (
+            "stopping"
+            if is_stopping()
+            else "not connected"
+            if not state.connected
+            else "consumer not bound"
+            if not state.bound
+            else "pull requests not answered"
+        )
         return web.Response(status=503, text=reason)
 
     # Large enough for any payload NATS is configured to take; routes enforce their own limits.

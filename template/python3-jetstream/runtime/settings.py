@@ -30,6 +30,9 @@ class Settings:
     handler_error_attempts: int
     ack_wait_s: float
     fetch_wait_s: float
+    #: How often the client pings the server, and how many unanswered pings mean the link is dead.
+    ping_interval_s: float
+    max_outstanding_pings: int
     shutdown_timeout_s: float
     port: int
     metrics_port: int
@@ -66,6 +69,8 @@ class Settings:
             handler_error_attempts=env.integer("handler_error_attempts", 10, minimum=1, maximum=10_000),
             ack_wait_s=ack_wait_s,
             fetch_wait_s=env.duration("fetch_wait", 1.0, minimum=0.01),
+            ping_interval_s=env.duration("nats_ping_interval", 2.0, minimum=0.1),
+            max_outstanding_pings=env.integer("nats_max_outstanding_pings", 2, minimum=1, maximum=100),
             shutdown_timeout_s=env.duration("shutdown_timeout", 25.0),
             port=env.integer("port", 8080, minimum=0, maximum=65535),
             metrics_port=env.integer("metrics_port", 8081, minimum=0, maximum=65535),
