@@ -14,6 +14,7 @@ from aiohttp import web
 from runtime import Context, Event, Outcome
 
 from .callbacks.guard import guarded_resolver
+from .callbacks.results import ResultStore
 from .front_door import FrontDoor, FunctionCheck
 from .invoke import Invoker
 from .metrics import WorkerMetrics
@@ -45,7 +46,14 @@ async def on_startup(context: Context) -> None:
     if settings.tls_insecure:
         context.log.warning("TLS verification of callback receivers is off (tls_insecure=true)")
     replicas = context.settings.stream_replicas
-    status = CallStatus(settings.call_status_bucket, settings.call_status_ttl_s, replicas=replicas)
+    metrics = WorkerMetrics.create(context.registry, VERSION)
+    status = CallStatus(
+        settings.call_status_bucket,
+        settings.call_status_ttl_s,
+        replicas=replicas,
+        log=context.log,
+        on_failure=lambda reason: metrics.status_failures.labels(reason).inc(),
+    )
     cancellations = Cancellations(f"{settings.call_status_bucket}-cancelled", settings.call_status_ttl_s, replicas)
     check = None
     if settings.check_function_exists:
@@ -65,10 +73,11 @@ async def on_startup(context: Context) -> None:
         settings=settings,
         invoker=Invoker(transport=gateway, gateway_url=settings.gateway_url),
         callbacks=callbacks,
-        metrics=WorkerMetrics.create(context.registry, VERSION),
+        metrics=metrics,
         rng=random.Random(),
         status=status,
         cancellations=cancellations,
+        results=ResultStore(settings.callback_results_bucket, replicas),
     )
     context.log.info(
         "Queue-worker ready",

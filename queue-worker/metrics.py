@@ -29,6 +29,7 @@ class WorkerMetrics:
     callbacks: LoopCounter
     rejected: Counter
     queue_wait: LoopHistogram
+    status_failures: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry, version: str) -> WorkerMetrics:
@@ -72,6 +73,12 @@ class WorkerMetrics:
             rejected=Counter(
                 "messages_rejected",
                 "Messages that could not be decoded, by reason.",
+                ["reason"],
+                **common,  # type: ignore[arg-type]
+            ),
+            status_failures=Counter(
+                "call_status_write_failures",
+                "Call status writes the bucket did not store: refused, unconfirmed or disconnected.",
                 ["reason"],
                 **common,  # type: ignore[arg-type]
             ),

@@ -35,6 +35,8 @@ class WorkerSettings:
     #: How long call status is kept; 0 switches call status and cancelling off.
     call_status_ttl_s: float
     call_status_bucket: str
+    #: Object store bucket for results too large to travel in a callback job.
+    callback_results_bucket: str
     check_function_exists: bool
     function_cache_ttl_s: float
     #: Basic auth for the front door's routes, from the OpenFaaS secrets below, or None.
@@ -86,6 +88,7 @@ class WorkerSettings:
             debug=env.boolean("debug", False),
             call_status_ttl_s=env.duration("call_status_ttl", 24 * 3600.0),
             call_status_bucket=env.string("call_status_bucket", "queue-worker-calls"),
+            callback_results_bucket=env.string("callback_results_bucket", "queue-worker-results"),
             check_function_exists=env.boolean("check_function_exists", False),
             function_cache_ttl_s=env.duration("function_cache_ttl", 5.0),
             front_door_credentials=_front_door_credentials(env),

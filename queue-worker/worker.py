@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Container
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +23,7 @@ from runtime.numbers import ascii_int_or_none
 from .callbacks.guard import Destination, Undeliverable, check
 from .callbacks.job import CALLBACK, JOB_HEADER, CallbackJob
 from .callbacks.post import CallbackInfo, Posted, post_callback
+from .callbacks.results import ResultStore
 from .invoke import Invocation, Invoker
 from .metrics import WorkerMetrics
 from .retry import RetryLater, decide
@@ -34,6 +35,8 @@ from .wire.queue_request import INVALID_REQUEST, DecodeError, QueueRequest, deco
 
 #: How much of the last response body a dead letter keeps.
 BODY_EXCERPT_BYTES = 1024
+#: Room a callback job needs besides its JSON (headers, framing) within NATS's max payload.
+JOB_ROOM = 1024
 #: ``X-Start-Time`` is in nanoseconds: 19 digits until the year 2286.
 START_TIME_DIGITS = 19
 
@@ -59,6 +62,7 @@ class QueueWorker:
     status: StatusWriter
     #: Call ids cancelled (followed live from a key-value bucket by the handler).
     cancellations: Container[str]
+    results: ResultStore
 
     async def handle(self, event: Event, context: Context) -> Outcome:
         """Route a message: a callback job, or a queued request."""
@@ -210,7 +214,13 @@ class QueueWorker:
         job = CallbackJob(destination.url, invocation, info)
         # One job per stored request, even if the request itself is redelivered after a crash.
         job_id = f"callback-{context.settings.stream}-{event.stream_seq}"
-        await context.publish(context.settings.queue_name, job.encode(), {JOB_HEADER: CALLBACK, "Nats-Msg-Id": job_id})
+        data = job.encode()
+        client = context.nats()
+        if len(data) > client.max_payload - JOB_ROOM:
+            # Too large to travel in the job: the body waits in the object store.
+            await self.results.put(client, job_id, invocation.response.body)
+            data = replace(job, body_ref=job_id).encode()
+        await context.publish(context.settings.queue_name, data, {JOB_HEADER: CALLBACK, "Nats-Msg-Id": job_id})
         log.info("Callback queued for retry", retryIn=self.settings.callback_retry.min_wait_s)
         return True
 
@@ -227,10 +237,16 @@ class QueueWorker:
         identity = {"callId": job.info.call_id, "function": job.info.function}
         log = context.log.bind(**identity)
         if event.attempt > 1:
-            posted = await self._post(destination, job.invocation, job.info, log)
-            if posted.ok:
-                return Ack(reason="callback delivered")
-            if posted.refused:
+            invocation = job.invocation
+            if job.body_ref:
+                body = await self.results.get(context.nats(), job.body_ref)
+                invocation = replace(invocation, response=replace(invocation.response, body=body))
+            posted = await self._post(destination, invocation, job.info, log)
+            if posted.ok or posted.refused:
+                if job.body_ref:
+                    await self.results.delete(context.nats(), job.body_ref)
+                if posted.ok:
+                    return Ack(reason="callback delivered")
                 return DeadLetter("callback_refused", identity)
         if event.attempt >= policy.attempts:
             log.error("Callback failed for good", attempts=event.attempt)

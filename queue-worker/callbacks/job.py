@@ -30,15 +30,20 @@ class CallbackJob:
     url: str
     invocation: Invocation
     info: CallbackInfo
+    #: Where the result's body is kept when it is too large to travel in the job (see
+    #: :mod:`.results`); the job then carries no body.
+    body_ref: str = ""
 
     def encode(self) -> bytes:
         """The job as JSON; the body is base64 so any bytes survive."""
+        body = b"" if self.body_ref else self.invocation.response.body
         return json.dumps(
             {
                 "url": self.url,
                 "status": self.invocation.status,
                 "headers": [list(pair) for pair in self.invocation.response.headers],
-                "body": base64.b64encode(self.invocation.response.body).decode("ascii"),
+                "body": base64.b64encode(body).decode("ascii"),
+                "bodyRef": self.body_ref,
                 "durationSeconds": self.invocation.duration_s,
                 "error": self.invocation.error,
                 "callId": self.info.call_id,
@@ -72,6 +77,6 @@ class CallbackJob:
                 max_retries=int(doc["maxRetries"]),
                 state=CallState(doc["state"]) if doc.get("state") else None,
             )
-            return cls(url=str(doc["url"]), invocation=invocation, info=info)
+            return cls(url=str(doc["url"]), invocation=invocation, info=info, body_ref=str(doc.get("bodyRef") or ""))
         except (ValueError, KeyError, TypeError, binascii.Error, RecursionError) as exc:
             raise DecodeError("callback_job", f"not a callback job ({exc!r})") from exc

@@ -14,15 +14,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import nats.errors
 from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
+from structlog.typing import FilteringBoundLogger
 
 from .state import CallState, Record
 
@@ -30,6 +35,8 @@ from .state import CallState, Record
 _COMPACT = json.JSONEncoder(separators=(",", ":"))
 #: How long a call runs before its status says ``running``.
 RUNNING_AFTER_S = 0.25
+#: How long the bucket may take to confirm a write before it counts as failed.
+CONFIRM_TIMEOUT_S = 5.0
 
 
 def key(call_id: str) -> str:
@@ -62,12 +69,25 @@ class StatusWriter(Protocol):
 
 @dataclass
 class CallStatus:
-    """One queue's call status and cancellations; a no-op when ``ttl_s`` is 0 (switched off)."""
+    """One queue's call status; a no-op when ``ttl_s`` is 0 (switched off).
+
+    Writes are not waited for, but every state but ``running`` is confirmed: the bucket's
+    stream answers each on a reply subject of this store's, and a refusal (a full store, say)
+    or no answer within :data:`CONFIRM_TIMEOUT_S` is logged and counted in ``failures``.
+    """
 
     bucket: str
     ttl_s: float
     replicas: int = 1
+    log: FilteringBoundLogger | None = None
+    #: Called with the reason of each write that was not stored (refused, unconfirmed, disconnected).
+    on_failure: Callable[[str], None] | None = None
     _client: Client | None = None
+    _inbox: str = ""
+    _acks: Subscription | None = None
+    #: Writes sent and not yet confirmed, by reply token, oldest first: (call id, state, when sent).
+    _unconfirmed: dict[str, tuple[str, str, float]] = field(default_factory=dict)
+    _sent: int = 0
     #: ``running`` writes waiting for their delay, by call id, and those being sent.
     _due: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
     _sending: set[asyncio.Task[None]] = field(default_factory=set)
@@ -82,6 +102,8 @@ class CallStatus:
             return
         self._client = client
         await ensure_bucket(client, self.bucket, self.ttl_s, self.replicas)
+        self._inbox = client.new_inbox()
+        self._acks = await client.subscribe(f"{self._inbox}.*", cb=self._on_ack)
 
     def started(self, call_id: str, function: str, attempt: int) -> None:
         """Record ``running`` once the call has run for :data:`RUNNING_AFTER_S`, unless
@@ -105,11 +127,49 @@ class CallStatus:
             due.cancel()
         if self.enabled and record.call_id:
             value = encode(record.call_id, record.function, record.state, **record.fields)
-            await self._publish(record.call_id, value)
+            await self._publish(record.call_id, value, confirm=record.state)
 
-    async def _publish(self, call_id: str, value: bytes) -> None:
-        if self._client is not None and self._client.is_connected:
-            await self._client.publish(f"$KV.{self.bucket}.{key(call_id)}", value)
+    async def _publish(self, call_id: str, value: bytes, confirm: str = "") -> None:
+        """Publish a value; with ``confirm`` (the state written), watch for the stream's answer."""
+        client = self._client
+        if client is None or not client.is_connected:
+            if confirm:
+                self._failed(call_id, confirm, "disconnected", "not connected to NATS")
+            return
+        reply = ""
+        if confirm:
+            now = time.monotonic()
+            self._sweep(now)
+            self._sent += 1
+            token = str(self._sent)
+            self._unconfirmed[token] = (call_id, confirm, now)
+            reply = f"{self._inbox}.{token}"
+        await client.publish(f"$KV.{self.bucket}.{key(call_id)}", value, reply=reply)
+
+    async def _on_ack(self, msg: Msg) -> None:
+        sent = self._unconfirmed.pop(msg.subject.rpartition(".")[2], None)
+        if sent is None or b'"error"' not in msg.data:
+            return
+        try:
+            error = str(json.loads(msg.data)["error"].get("description", msg.data))
+        except (ValueError, KeyError, AttributeError, TypeError):
+            error = msg.data.decode("utf-8", "replace")
+        self._failed(sent[0], sent[1], "refused", error)
+
+    def _sweep(self, now: float) -> None:
+        """Count as failed the writes the stream has not confirmed in time (oldest first)."""
+        while self._unconfirmed:
+            token, (call_id, state, sent_at) = next(iter(self._unconfirmed.items()))
+            if now - sent_at < CONFIRM_TIMEOUT_S:
+                return
+            del self._unconfirmed[token]
+            self._failed(call_id, state, "unconfirmed", f"not confirmed within {CONFIRM_TIMEOUT_S:g}s")
+
+    def _failed(self, call_id: str, state: str, reason: str, error: str) -> None:
+        if self.on_failure is not None:
+            self.on_failure(reason)
+        if self.log is not None:
+            self.log.warning("Call status not stored", callId=call_id, state=state, error=error)
 
     async def create(self, client: Client, call_id: str, function: str, **fields: Any) -> bool:
         """Record ``queued`` unless the call is known already; returns whether it was new."""
@@ -145,6 +205,9 @@ class CallStatus:
             due.cancel()
         self._due.clear()
         await asyncio.gather(*self._sending, return_exceptions=True)
+        if self._acks is not None:
+            with contextlib.suppress(nats.errors.Error):  # the connection may be gone already
+                await self._acks.unsubscribe()
 
 
 async def ensure_bucket(client: Client, bucket: str, ttl_s: float, replicas: int) -> None:

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
+from function.callbacks.results import ResultStore
 from function.invoke import Invoker
 from function.metrics import WorkerMetrics
 from function.settings import WorkerSettings
@@ -77,6 +78,7 @@ def rig(
         rng=random.Random(1),
         status=status,
         cancellations=cancelled,
+        results=ResultStore("unused"),
     )
     context = Context(Settings.from_env({}), structlog.get_logger(), CollectorRegistry())
     return Rig(worker, gateway, receiver, status, context)
