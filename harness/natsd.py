@@ -37,12 +37,15 @@ class NatsServer:
     monitor_port: int = field(default_factory=free_port)
     store: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="natsd-")))
     extra_args: tuple[str, ...] = ()
+    #: The address it listens on, and a command it runs under (``ip netns exec NAME``, say).
+    host: str = "127.0.0.1"
+    prefix: tuple[str, ...] = ()
     process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         """The client URL."""
-        return f"nats://127.0.0.1:{self.port}"
+        return f"nats://{self.host}:{self.port}"
 
     def start(self) -> NatsServer:
         """Start and wait until JetStream answers healthy; raise with the server's output if not."""
@@ -54,8 +57,9 @@ class NatsServer:
         with open(self.store / "server.log", "ab") as log:
             self.process = subprocess.Popen(
                 [
+                    *self.prefix,
                     nats_server_binary(),
-                    "-a", "127.0.0.1",
+                    "-a", self.host,
                     "-p", str(self.port),
                     "-m", str(self.monitor_port),
                     "-js",
@@ -73,7 +77,7 @@ class NatsServer:
             if self.process is None or self.process.poll() is not None:
                 break
             try:
-                url = f"http://127.0.0.1:{self.monitor_port}/healthz?js-enabled-only=true"
+                url = f"http://{self.host}:{self.monitor_port}/healthz?js-enabled-only=true"
                 with urllib.request.urlopen(url, timeout=1) as response:
                     if response.status == 200:
                         return self

@@ -33,7 +33,9 @@ async def on_startup(context: Context) -> None:
     """Validate the settings (a bad one stops start-up) and open the HTTP clients."""
     settings = WorkerSettings.from_env(context.environ)
     # Retries are redeliveries: a pre-made consumer must allow as many as the worker makes.
-    context.needs.min_deliver = max(settings.retry.attempts, settings.callback_retry.attempts)
+    context.needs.min_deliver, context.needs.because = max(
+        (settings.retry.attempts, "max_retry_attempts"), (settings.callback_retry.attempts, "callback_retry_attempts")
+    )
     pool = context.settings.max_inflight
     gateway = HTTPTransport(timeout_s=settings.upstream_timeout_s, user_agent=USER_AGENT, max_idle=pool)
     callbacks = HTTPTransport(

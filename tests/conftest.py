@@ -15,6 +15,7 @@ import subprocess
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from runtime.loader import import_package
 
@@ -86,8 +87,8 @@ async def connect() -> AsyncIterator[Callable[..., Awaitable[Client]]]:
     """Connect clients of the test's own (to a private server or a cluster); all closed afterwards."""
     clients: list[Client] = []
 
-    async def open_client(servers: str | list[str]) -> Client:
-        client = await nats.connect(servers, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+    async def open_client(servers: str | list[str], **options: Any) -> Client:
+        client = await nats.connect(servers, max_reconnect_attempts=-1, reconnect_time_wait=0.2, **options)
         clients.append(client)
         return client
 

@@ -30,13 +30,19 @@ class Work:
     successes: Counter[str] = field(default_factory=Counter)
     refusals: int = 0
     running: int = 0
+    #: The most calls that were running at once.
+    peak: int = 0
+    #: Every call received, by call id (successes or not).
+    received: Counter[str] = field(default_factory=Counter)
 
     async def __call__(self, request: web.Request, body: bytes) -> web.Response:
         call_id = request.headers["X-Call-Id"]
+        self.received[call_id] += 1
         if self.limit is not None and self.running >= self.limit:
             self.refusals += 1
             return web.Response(status=429, text="too many", headers={"Retry-After": "0"})
         self.running += 1
+        self.peak = max(self.peak, self.running)
         try:
             await asyncio.sleep(self.delay_s)
         finally:

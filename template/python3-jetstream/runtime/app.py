@@ -136,7 +136,7 @@ async def _consume(
     js = client.jetstream()
 
     async def rebind() -> None:
-        await ensure_topology(js, settings, log, min_deliver=context.needs.min_deliver)
+        await ensure_topology(js, settings, log, needs=context.needs)
 
     if not await _until_stopped(_prepare(rebind, log), stopping):
         return

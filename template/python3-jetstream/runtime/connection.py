@@ -14,6 +14,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolic
 from nats.js.errors import NotFoundError
 from structlog.typing import FilteringBoundLogger
 
+from .contract import ConsumerNeeds
 from .errors import ConfigError
 from .settings import Settings
 
@@ -113,7 +114,7 @@ def _is_refusal(exc: Exception) -> bool:
 
 
 async def ensure_topology(
-    js: JetStreamContext, settings: Settings, log: FilteringBoundLogger, *, min_deliver: int = 1
+    js: JetStreamContext, settings: Settings, log: FilteringBoundLogger, *, needs: ConsumerNeeds | None = None
 ) -> None:
     """Create the work-queue stream and the durable pull consumer when they are missing.
 
@@ -154,7 +155,7 @@ async def ensure_topology(
         await js.add_consumer(settings.stream, wanted_consumer)
         log.info("Created consumer", stream=settings.stream, durable=settings.durable)
         return
-    problems = consumer_problems(found.config, settings, min_deliver)
+    problems = consumer_problems(found.config, settings, needs or ConsumerNeeds())
     if problems:
         raise ConfigError(
             "nats_durable",
@@ -174,7 +175,7 @@ async def ensure_topology(
         )
 
 
-def consumer_problems(config: ConsumerConfig, settings: Settings, min_deliver: int) -> list[str]:
+def consumer_problems(config: ConsumerConfig, settings: Settings, needs: ConsumerNeeds) -> list[str]:
     """What in an existing consumer keeps a message from finishing as this worker means it to.
     Pure.
 
@@ -191,9 +192,11 @@ def consumer_problems(config: ConsumerConfig, settings: Settings, min_deliver: i
     filters = [f for f in (config.filter_subject, *(config.filter_subjects or ())) if f]
     if filters and settings.queue_name not in filters:
         problems.append(f"it filters {filters}, not queue_name={settings.queue_name!r}")
-    needed = max(min_deliver, settings.handler_error_attempts)
+    needed, because = max(
+        (needs.min_deliver, needs.because), (settings.handler_error_attempts, "handler_error_attempts")
+    )
     if config.max_deliver not in (None, -1, 0) and config.max_deliver < needed:
-        problems.append(f"max_deliver={config.max_deliver}, and a message may need {needed} deliveries")
+        problems.append(f"max_deliver={config.max_deliver}, and a message may need {needed} deliveries ({because})")
     return problems
 
 

@@ -42,10 +42,9 @@ from .settle import Action, apply, plan
 
 #: What a handler may return besides None (a tuple built once: a union is built at each use).
 OUTCOMES = (Ack, Retry, Terminate, DeadLetter)
-#: Redelivery delay after a handler raised: 1 s doubled per delivery up to a minute.
+#: Redelivery delay after a handler raised, or a dead letter could not be stored: 1 s doubled
+#: per delivery up to a minute.
 ERROR_BACKOFF = Backoff(initial_s=1.0, max_s=60.0)
-#: Redelivery delay when a dead letter could not be stored.
-DEAD_LETTER_RETRY_S = ERROR_BACKOFF.max_s
 #: How many in-progress acks fit into one ack deadline; more than one absorbs a late tick.
 HEARTBEATS_PER_ACK_WAIT = 3
 #: Pause after a refused pull (consumer missing, too many waiting) before pulling again.
@@ -65,6 +64,8 @@ class InFlight:
     msg: Msg
     started: float = field(default_factory=time.monotonic)
     settling: bool = False
+    #: The server's delivery count, once read from the ack subject.
+    attempt: int = 1
 
 
 class Consumer:
@@ -161,9 +162,9 @@ class Consumer:
         try:
             await self._client.flush(timeout=PROOF_TIMEOUT_S)
         except (TimeoutError, nats.errors.Error):
-            await self._sleep_until_woken(PULL_ERROR_PAUSE_S)
+            await self._pause(PULL_ERROR_PAUSE_S)
             return
-        await self._sleep_until_woken(self._settings.fetch_wait_s + GRACE_S, stop_only=True)
+        await self._pause(self._settings.fetch_wait_s + GRACE_S)
         if self._stopping.is_set():
             return
         silent_for = time.monotonic() - (self._silent_since or 0.0)
@@ -180,27 +181,26 @@ class Consumer:
                 await self._rebind()
         except (TimeoutError, nats.errors.Error) as exc:
             self._log.warning("Cannot recreate the consumer yet", error=str(exc) or type(exc).__name__)
-            await self._sleep_until_woken(PULL_ERROR_PAUSE_S, stop_only=True)
+            await self._pause(PULL_ERROR_PAUSE_S)
             return
         self._missing = False
         self._pulls.lost()
         self._state.consuming = True
         self._paused_until = 0.0
 
-    async def _sleep_until_woken(self, timeout_s: float, *, stop_only: bool = False) -> None:
-        """Until :attr:`_wake` is set (with ``stop_only``, until stopping begins) or ``timeout_s``
-        passes. A timer that sets the event, not ``asyncio.wait_for``, which starts a task each
-        time: this runs for every pull."""
-        deadline = time.monotonic() + timeout_s
+    async def _sleep_until_woken(self, timeout_s: float) -> None:
+        """Until :attr:`_wake` is set or ``timeout_s`` passes. A timer that sets the event, not
+        ``asyncio.wait_for``, which starts a task each time: this runs for every pull."""
         alarm = asyncio.get_running_loop().call_later(timeout_s, self._wake.set)
         try:
-            while True:
-                await self._wake.wait()
-                if not stop_only or self._stopping.is_set() or time.monotonic() >= deadline:
-                    return
-                self._wake.clear()
+            await self._wake.wait()
         finally:
             alarm.cancel()
+
+    async def _pause(self, seconds: float) -> None:
+        """Until ``seconds`` pass or stopping begins (off the hot path: a task is fine here)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
 
     async def _ask(self, batch: int, now: float) -> None:
         request_id = self._pulls.asked(batch, now)
@@ -283,6 +283,7 @@ class Consumer:
             # Nothing to acknowledge it with; a pull subscription never delivers one.
             self._log.error("Not a JetStream message", subject=msg.subject, error=str(exc))
             return
+        flight.attempt = delivery.attempt
         event = Event(
             data=msg.data,
             headers=msg.headers or {},
@@ -334,7 +335,8 @@ class Consumer:
                 # the dead-letter stream is there).
                 context.log.error("Dead letter not stored", reason=action.reason, error=error)
                 self._missing = self._missing or "no responders" in error.lower()
-                await self._settle(flight, Action("nak", DEAD_LETTER_RETRY_S, "dead letter not stored"), context)
+                delay = ERROR_BACKOFF.delay(flight.attempt)
+                await self._settle(flight, Action("nak", delay, "dead letter not stored"), context)
             else:
                 # The server redelivers after ack_wait, so nothing is lost, only delayed.
                 context.log.warning("Settle failed", action=action.verb, error=error)

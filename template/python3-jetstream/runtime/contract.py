@@ -102,6 +102,8 @@ class ConsumerNeeds:
     (the queue-worker's retries are redeliveries)."""
 
     min_deliver: int = 1
+    #: Which setting asks for ``min_deliver``, for the error that names it.
+    because: str = ""
 
 
 @dataclass(frozen=True, slots=True)
