@@ -227,7 +227,10 @@ async def main() -> int:
         server_rate = await asyncio.to_thread(measure_server, port, 100, 3.0)
         print(f"function server alone: at least {server_rate:,.0f} requests/s (100 connections, Python client)")
         clients = await asyncio.to_thread(measure_clients, port)
-        print(f"CPU per request: http transport {clients['http_transport_us']} µs, aiohttp {clients['aiohttp_us']} µs")
+        print(
+            f"CPU per request: http transport {clients['http_transport_us']} µs, aiohttp {clients['aiohttp_us']} µs;"
+            f" framing one response (llhttp) {clients['response_parse_us']} µs"
+        )
         nc = await nats.connect(natsd.url)
         bench = Bench(natsd, nc, port)
         await bench.stats()

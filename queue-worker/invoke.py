@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .transport import InvalidRequest, Response, Transport, TransportError, TransportTimeout
 from .transport.headers import forwardable
@@ -18,8 +18,7 @@ TIMEOUT_STATUS = 504
 INVALID_REQUEST_STATUS = 400
 
 
-@dataclass(frozen=True, slots=True)
-class Invocation:
+class Invocation(NamedTuple):
     """What one invocation produced; ``error`` is set when no HTTP response came back (the
     response is then the status recorded for the failure, with no headers or body)."""
 

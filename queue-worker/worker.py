@@ -13,7 +13,7 @@ import random
 from collections.abc import Container
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from structlog.typing import FilteringBoundLogger
 
@@ -41,8 +41,7 @@ JOB_ROOM = 1024
 START_TIME_DIGITS = 19
 
 
-@dataclass(frozen=True, slots=True)
-class Decided:
+class Decided(NamedTuple):
     """What to do with the message, and what the call's status is derived from (``None``
     where no call is known: an undecodable message)."""
 
@@ -69,7 +68,7 @@ class QueueWorker:
         if event.headers.get(JOB_HEADER) == CALLBACK:
             return await self._retry_callback(event, context)
         decided = await self._request(event, context)
-        if decided.facts is not None:
+        if decided.facts is not None and self.status.enabled:
             await self.status.write(record_for(decided.outcome, decided.facts))
         return decided.outcome
 
@@ -127,27 +126,28 @@ class QueueWorker:
                 return self._refuse(request, facts, url, str(exc), log)
         self.status.started(request.call_id, request.function, event.attempt)
         invocation = await self._invoke(request, name, context.settings.queue_name, log)
-        facts = Facts(request.call_id, request.function, event.attempt, invocation.status, invocation.duration_s)
+        status = invocation.response.status
+        facts = Facts(request.call_id, request.function, event.attempt, status, invocation.duration_s)
         decision = decide(
             policy,
-            status=invocation.status,
+            status=status,
             # Only an error's headers bear on the decision (X-OpenFaaS-Internal, Retry-After).
-            headers=invocation.response.header_map() if invocation.status >= 400 else {},
+            headers=invocation.response.header_map() if status >= 400 else {},
             attempt=event.attempt,
             rng=self.rng,
             now=datetime.now(UTC),
         )
         if isinstance(decision, RetryLater):
-            self.metrics.retries.labels(name, str(invocation.status)).inc()
-            return Decided(Retry(decision.delay_s, reason=f"status {invocation.status}"), facts)
+            self.metrics.retries.labels(name, str(status)).inc()
+            return Decided(Retry(decision.delay_s, reason=f"status {status}"), facts)
         if destination is not None:
             info = CallbackInfo(request.call_id, request.function, event.attempt - 1, policy.max_retries)
             if not await self._callback(destination, invocation, info, event, context, log):
                 return self._refuse(request, facts, url or "", "resolves to a forbidden address", log)
         if decision.exhausted:
-            log.warning("Retries exhausted", status=invocation.status, attempts=event.attempt)
+            log.warning("Retries exhausted", status=status, attempts=event.attempt)
             return Decided(DeadLetter("exhausted", {**_identity(request), **_last_result(invocation)}), facts)
-        return Decided(Ack(reason=f"status {invocation.status}"), facts)
+        return Decided(Ack(reason=f"status {status}"), facts)
 
     async def _cancelled(
         self, request: QueueRequest, facts: Facts, event: Event, context: Context, log: FilteringBoundLogger
@@ -182,11 +182,12 @@ class QueueWorker:
             invocation = await self.invoker.invoke(request)
         finally:
             inflight.dec()
-        code = str(invocation.status)
+        response = invocation.response
+        code = str(response.status)
         self.metrics.invocations.labels(name, code).inc()
         self.metrics.duration.labels(name, code).observe(invocation.duration_s)
-        body = invocation.response.body
-        fields = {"status": invocation.status, "duration": round(invocation.duration_s, 6), "bytes": len(body)}
+        body = response.body
+        fields = {"status": response.status, "duration": round(invocation.duration_s, 6), "bytes": len(body)}
         if invocation.error:
             log.warning("Invoked", error=invocation.error, **fields)
         else:
@@ -240,7 +241,7 @@ class QueueWorker:
             invocation = job.invocation
             if job.body_ref:
                 body = await self.results.get(context.nats(), job.body_ref)
-                invocation = replace(invocation, response=replace(invocation.response, body=body))
+                invocation = invocation._replace(response=replace(invocation.response, body=body))
             posted = await self._post(destination, invocation, job.info, log)
             if posted.ok or posted.refused:
                 if job.body_ref:

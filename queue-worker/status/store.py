@@ -37,6 +37,9 @@ _COMPACT = json.JSONEncoder(separators=(",", ":"))
 RUNNING_AFTER_S = 0.25
 #: How long the bucket may take to confirm a write before it counts as failed.
 CONFIRM_TIMEOUT_S = 5.0
+#: While writes succeed, one is confirmed this often; after a failure, every one is, until a
+#: write is confirmed again. A full store is noticed within this, at no cost per message.
+PROBE_INTERVAL_S = 0.1
 
 
 def key(call_id: str) -> str:
@@ -53,6 +56,11 @@ def encode(call_id: str, function: str, state: CallState, **fields: Any) -> byte
 
 class StatusWriter(Protocol):
     """What the worker needs of a status store (tests keep the records in memory)."""
+
+    @property
+    def enabled(self) -> bool:
+        """Whether status is kept at all."""
+        ...
 
     def started(self, call_id: str, function: str, attempt: int) -> None:
         """A call began; it may be recorded as ``running`` if it takes a while."""
@@ -71,9 +79,12 @@ class StatusWriter(Protocol):
 class CallStatus:
     """One queue's call status; a no-op when ``ttl_s`` is 0 (switched off).
 
-    Writes are not waited for, but every state but ``running`` is confirmed: the bucket's
-    stream answers each on a reply subject of this store's, and a refusal (a full store, say)
-    or no answer within :data:`CONFIRM_TIMEOUT_S` is logged and counted in ``failures``.
+    Writes are not waited for, but they are checked: the bucket's stream answers a write on a
+    reply subject of this store's, and a refusal (a full store, say) or no answer within
+    :data:`CONFIRM_TIMEOUT_S` is logged and counted with ``on_failure``. An answer costs the
+    server and this process a message each, so while writes succeed one in every
+    :data:`PROBE_INTERVAL_S` is confirmed; once one fails, every write is, so each one lost is
+    logged and counted, until the store takes them again.
     """
 
     bucket: str
@@ -88,6 +99,9 @@ class CallStatus:
     #: Writes sent and not yet confirmed, by reply token, oldest first: (call id, state, when sent).
     _unconfirmed: dict[str, tuple[str, str, float]] = field(default_factory=dict)
     _sent: int = 0
+    #: Confirm every write (the last confirmed one failed), else only one per probe interval.
+    _confirm_all: bool = False
+    _next_probe: float = 0.0
     #: ``running`` writes waiting for their delay, by call id, and those being sent.
     _due: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
     _sending: set[asyncio.Task[None]] = field(default_factory=set)
@@ -137,8 +151,9 @@ class CallStatus:
                 self._failed(call_id, confirm, "disconnected", "not connected to NATS")
             return
         reply = ""
-        if confirm:
-            now = time.monotonic()
+        now = time.monotonic() if confirm else 0.0
+        if confirm and (self._confirm_all or now >= self._next_probe):
+            self._next_probe = now + PROBE_INTERVAL_S
             self._sweep(now)
             self._sent += 1
             token = str(self._sent)
@@ -148,7 +163,10 @@ class CallStatus:
 
     async def _on_ack(self, msg: Msg) -> None:
         sent = self._unconfirmed.pop(msg.subject.rpartition(".")[2], None)
-        if sent is None or b'"error"' not in msg.data:
+        if sent is None:
+            return
+        if b'"error"' not in msg.data:
+            self._confirm_all = False
             return
         try:
             error = str(json.loads(msg.data)["error"].get("description", msg.data))
@@ -166,6 +184,7 @@ class CallStatus:
             self._failed(call_id, state, "unconfirmed", f"not confirmed within {CONFIRM_TIMEOUT_S:g}s")
 
     def _failed(self, call_id: str, state: str, reason: str, error: str) -> None:
+        self._confirm_all = True
         if self.on_failure is not None:
             self.on_failure(reason)
         if self.log is not None:

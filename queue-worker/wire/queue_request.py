@@ -55,24 +55,23 @@ class QueueRequest:
     environment: Mapping[str, str] = field(default_factory=dict)
     #: Lower-case header name to its first value, derived once from ``header``.
     _first: Mapping[str, str] = field(init=False, repr=False, compare=False)
+    #: ``X-Call-Id`` as the gateway set it, or ``""`` (read on every route: derived once).
+    call_id: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_function(self.function)
-        check_path(self.path)
+        if self.path:
+            check_path(self.path)
         first: dict[str, str] = {}
         for key, values in self.header.items():
             if values:
                 first.setdefault(key.lower(), values[0])
         object.__setattr__(self, "_first", first)
+        object.__setattr__(self, "call_id", first.get("x-call-id", ""))
 
     def header_value(self, name: str) -> str:
         """The first value of a header, matched case-insensitively, or ``""``."""
         return self._first.get(name.lower(), "")
-
-    @property
-    def call_id(self) -> str:
-        """``X-Call-Id`` as the gateway set it, or ``""``."""
-        return self.header_value("X-Call-Id")
 
     def callback_url(self) -> str | None:
         """Where the result goes: ``CallbackUrl`` as Go's ``URL.String()`` renders it.

@@ -25,7 +25,7 @@ from harness.ports import free_port
 from harness.publish import publish_request
 from harness.servers import RecordingServer, wait_until
 from harness.worker import WorkerProcess
-from tests.faults.workload import Work, Workload
+from tests.faults.workload import Work, Workload, append_report
 from tests.support import Queue, WorkerFactory, dead_letters, queued, wait_for_empty
 
 pytestmark = pytest.mark.e2e
@@ -185,6 +185,17 @@ async def test_a_gateway_that_drops_a_taken_request_costs_a_visible_attempt_neve
         await server.wait_closed()
 
     attempts = Counter(e["callId"] for e in worker.events("Invoked"))
+    append_report(
+        {
+            "fault": "gateway drops taken requests",
+            "published": len(ids),
+            "invoked": len(receiver.calls),
+            "invocations": sum(received.values()),
+            "dead_lettered": 0,
+            "duplicated": 0,
+            "hidden_invocations": sum((received - attempts).values()),
+        }
+    )
     # Every request the gateway took was an attempt the worker knows of, and retried by policy.
     assert received == attempts
     assert sum(received.values()) > len(ids)  # the fault did happen
@@ -268,6 +279,17 @@ async def test_a_result_too_large_for_a_job_reaches_a_receiver_that_was_down_wit
     await wait_for_empty(nc, queue)
     store = await nc.jetstream().object_store(f"results-{queue.stream}")
 
+    append_report(
+        {
+            "fault": "1.5 MiB result, receiver down",
+            "published": 1,
+            "invoked": 1,
+            "invocations": len(gateway.calls_to("large")),
+            "dead_lettered": 0,
+            "duplicated": 0,
+            "callbacks": len(receiver.calls),
+        }
+    )
     assert len(gateway.calls_to("large")) == 1
     assert [call.body == big for call in receiver.calls] == [True, True, True]
     assert receiver.calls[-1].header("X-Call-Id") == "big-1"

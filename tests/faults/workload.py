@@ -106,11 +106,12 @@ class Workload:
             "duplicated": self.duplicated(),
             **extra,
         }
-        _append(record)
+        append_report(record)
         return record
 
 
-def _append(record: dict[str, object]) -> None:
+def append_report(record: dict[str, object]) -> None:
+    """Add one fault's figures to the session's report."""
     REPORT.parent.mkdir(parents=True, exist_ok=True)
     with REPORT.open("a") as out:
         out.write(json.dumps(record) + "\n")

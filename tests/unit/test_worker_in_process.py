@@ -36,6 +36,7 @@ class MemoryStatus:
 
     records: list[Record] = field(default_factory=list)
     started_calls: list[str] = field(default_factory=list)
+    enabled: bool = True
 
     def started(self, call_id: str, function: str, attempt: int) -> None:
         self.started_calls.append(call_id)
