@@ -27,7 +27,7 @@ import nats
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from runtime import ConfigError, Settings
+from runtime import EXIT_CONFIG, ConfigError, Settings
 from runtime.dead_letters import ATTEMPTS, DEAD_AT, DETAIL, HEADERS, PUBLISHED_AT, REASON, SUBJECT, TRUNCATED
 
 #: Headers not carried over on replay: a deduplication id would make the stream drop the replay.
@@ -175,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.from_env(os.environ)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 78
+        return EXIT_CONFIG
     return asyncio.run(run(args, settings))
 
 

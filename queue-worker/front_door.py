@@ -23,7 +23,7 @@ from urllib.parse import quote
 import nats.errors
 from aiohttp import web
 
-from runtime import Context, NotConnected
+from runtime import Context, NotConnected, describe
 
 from .callbacks.guard import Undeliverable, check
 from .settings import WorkerSettings
@@ -68,7 +68,7 @@ class FunctionCheck:
         try:
             response = await self.transport.request("GET", self.gateway_url + target, headers, b"")
         except TransportError as exc:
-            raise GatewayUnavailable(str(exc) or type(exc).__name__) from exc
+            raise GatewayUnavailable(describe(exc)) from exc
         if response.status not in (200, 404):
             raise GatewayUnavailable(f"status {response.status}")
         found = response.status == 200
@@ -251,9 +251,7 @@ class FrontDoor:
                 self._context.settings.queue_name, data, headers={"Nats-Msg-Id": call_id}, timeout=5
             )
         except (NotConnected, nats.errors.Error, TimeoutError) as exc:
-            self._context.log.warning(
-                "Cannot queue", function=function, callId=call_id, error=str(exc) or type(exc).__name__
-            )
+            self._context.log.warning("Cannot queue", function=function, callId=call_id, error=describe(exc))
             raise web.HTTPServiceUnavailable(text="the queue cannot be written now; nothing was stored") from None
 
     async def lookup(self, request: web.Request) -> web.Response:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import NamedTuple
 
+from runtime import describe
+
 from .transport import InvalidRequest, Response, Transport, TransportError, TransportTimeout
 from .transport.headers import forwardable
 from .wire.gourl import URLError
@@ -74,7 +76,7 @@ class Invoker:
         except URLError as exc:
             return _failed(INVALID_REQUEST_STATUS, started, str(exc))
         except TransportError as exc:
-            return _failed(failure_status(exc), started, f"{type(exc).__name__}: {exc}")
+            return _failed(failure_status(exc), started, describe(exc))
         return Invocation(response, time.perf_counter() - started)
 
 

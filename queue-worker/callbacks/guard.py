@@ -219,15 +219,6 @@ def check(allowlist: Allowlist, url: str) -> Destination:
     return destination
 
 
-def refusal(allowlist: Allowlist, url: str) -> str | None:
-    """Why a callback may not go to ``url`` (see :func:`check`), or ``None``."""
-    try:
-        check(allowlist, url)
-    except Undeliverable as exc:
-        return str(exc)
-    return None
-
-
 def guard(allowlist: Allowlist, host: str, port: int, addresses: list[str]) -> list[str]:
     """The addresses a callback to ``host`` may connect to: all when the allow-list names the
     host, else those that are not link-local or metadata addresses.

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from runtime import describe
+
 from ..invoke import Invocation
 from ..status.state import CallState, state_of_status
 from ..transport import DestinationRefused, Transport, TransportError
@@ -81,5 +83,5 @@ async def post_callback(
             "POST", destination.origin + destination.target, headers, invocation.response.body
         )
     except TransportError as exc:
-        return Posted(None, f"{type(exc).__name__}: {exc}", refused=isinstance(exc, DestinationRefused))
+        return Posted(None, describe(exc), refused=isinstance(exc, DestinationRefused))
     return Posted(response.status)

@@ -31,6 +31,8 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from runtime import describe
+
 from . import ConnectFailed, ConnectionBroken, InvalidRequest, ProtocolError, Response, TransportTimeout
 from .headers import TOKEN, UNSAFE_VALUE
 
@@ -332,7 +334,7 @@ class _Origin:
         try:
             addresses = [self._host] if self._resolve is None else await self._resolve(self._host, self._port)
         except OSError as exc:
-            raise ConnectFailed(f"cannot resolve {self._host}: {type(exc).__name__}: {exc}") from exc
+            raise ConnectFailed(f"cannot resolve {self._host}: {describe(exc)}") from exc
         failure: OSError | None = None
         for address in addresses:
             try:
@@ -384,7 +386,9 @@ class HTTPTransport:
         self._user_agent = ("User-Agent", user_agent)
         self._max_idle = max_idle
         self._resolve = resolve
-        self._tls = _tls_context(verify)
+        self._verify = verify
+        #: Made for the first https origin: loading the CA bundle takes tens of milliseconds.
+        self._tls: ssl.SSLContext | None = None
         self._max_origins = max_origins
         self._origins: OrderedDict[str, _Origin] = OrderedDict()
 
@@ -409,13 +413,15 @@ class HTTPTransport:
         except TimeoutError:
             raise TransportTimeout(f"no answer within {self._timeout_s:g}s") from None
         except OSError as exc:
-            raise ConnectionBroken(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from exc
+            raise ConnectionBroken(describe(exc)) from exc
 
     def _origin(self, origin_url: str) -> _Origin:
         origin = self._origins.get(origin_url)
         if origin is not None:
             self._origins.move_to_end(origin_url)
             return origin
+        if self._tls is None and origin_url.startswith("https:"):
+            self._tls = _tls_context(self._verify)
         origin = self._origins[origin_url] = _Origin(
             origin_url, max_idle=self._max_idle, resolve=self._resolve, tls=self._tls
         )

@@ -214,7 +214,7 @@ async def test_a_decided_request_whose_dead_letter_cannot_be_stored_is_never_inv
 ) -> None:
     nc = await connect(private_natsd.url)
     js = nc.jetstream()
-    # A dead-letter stream with room for one letter, and a status bucket with room for little:
+    # A dead-letter stream with room for one letter, and a status bucket with no room left:
     # the store refuses the rest ("maximum messages exceeded"), as a full disk would.
     await js.add_stream(
         StreamConfig(
@@ -225,7 +225,8 @@ async def test_a_decided_request_whose_dead_letter_cannot_be_stored_is_never_inv
             discard=DiscardPolicy.NEW,
         )
     )
-    await js.create_key_value(KeyValueConfig(bucket="queue-worker-calls", max_bytes=600, ttl=3600))
+    calls = await js.create_key_value(KeyValueConfig(bucket="queue-worker-calls", max_bytes=400, ttl=3600))
+    await calls.put("filler", b"x" * 300)  # full: every status write is refused
     load = Workload("dead-letter store full", 3, queue, gateway, receiver, Work())
     gateway.behaviours["work"] = _always(500)
     worker = start_worker(nats_url=private_natsd.url, max_retry_attempts="2")

@@ -14,7 +14,6 @@ from function.callbacks.guard import (
     guard,
     guarded_resolver,
     is_forbidden,
-    refusal,
 )
 from function.transport import DestinationRefused
 from function.transport.http import encode_request, split_url
@@ -71,17 +70,23 @@ def test_the_allowlist_takes_hosts_wildcards_ports_and_prefixes(url: str, allowe
     assert ALLOW.allows(Destination.parse(url)) is allowed
 
 
+def _why(allowlist: Allowlist, url: str) -> str:
+    with pytest.raises(Undeliverable) as refused:
+        check(allowlist, url)
+    return str(refused.value)
+
+
 def test_an_empty_list_allows_any_host_but_never_a_metadata_address() -> None:
     empty = Allowlist.parse("")
 
-    assert refusal(empty, "http://anywhere:1234/x") is None
-    assert refusal(empty, "http://169.254.169.254/latest/meta-data") == "a link-local or metadata address"
-    assert refusal(empty, "ftp://host/x") == "not an http or https URL"
-    assert refusal(ALLOW, "http://elsewhere/") == "not in callback_allowlist"
+    assert check(empty, "http://anywhere:1234/x").origin == "http://anywhere:1234"
+    assert _why(empty, "http://169.254.169.254/latest/meta-data") == "a link-local or metadata address"
+    assert _why(empty, "ftp://host/x") == "not an http or https URL"
+    assert _why(ALLOW, "http://elsewhere/") == "not in callback_allowlist"
 
 
 def test_a_metadata_address_named_in_the_list_is_allowed() -> None:
-    assert refusal(Allowlist.parse("169.254.169.254"), "http://169.254.169.254/x") is None
+    assert check(Allowlist.parse("169.254.169.254"), "http://169.254.169.254/x").host == "169.254.169.254"
 
 
 def test_resolved_addresses_lose_the_forbidden_and_none_left_is_a_refusal() -> None:

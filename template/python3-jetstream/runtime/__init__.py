@@ -10,7 +10,7 @@ from .auth import read_secret, secret_folder
 from .contract import Ack, ConsumerNeeds, Context, DeadLetter, Event, Function, Outcome, Retry, Terminate
 from .durations import format_duration, parse_duration
 from .env import Env
-from .errors import EXIT_CONFIG, ConfigError, ConnectorError, HandlerLoadError, NotConnected
+from .errors import EXIT_CONFIG, ConfigError, ConnectorError, HandlerLoadError, NotConnected, describe
 from .loop_metrics import LoopCounter, LoopGauge, LoopHistogram
 from .metrics import DURATION_BUCKETS
 from .settings import Settings
@@ -36,6 +36,7 @@ __all__ = [
     "Retry",
     "Settings",
     "Terminate",
+    "describe",
     "format_duration",
     "parse_duration",
     "read_secret",

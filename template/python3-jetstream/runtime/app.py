@@ -26,7 +26,7 @@ from .connection import ConnectionState, connect, ensure_topology
 from .consumer import Consumer
 from .contract import Context, Function
 from .dead_letters import DeadLetters
-from .errors import EXIT_CONFIG, ConfigError, HandlerLoadError
+from .errors import EXIT_CONFIG, ConfigError, HandlerLoadError, describe
 from .loader import load_function
 from .metrics import RuntimeMetrics
 from .settings import Settings
@@ -182,7 +182,7 @@ async def _prepare(rebind: Callable[[], Awaitable[None]], log: FilteringBoundLog
             await rebind()
             return True
         except (TimeoutError, nats.errors.Error) as exc:
-            log.warning("JetStream not ready", error=str(exc) or type(exc).__name__, retryIn=TOPOLOGY_RETRY_S)
+            log.warning("JetStream not ready", error=describe(exc), retryIn=TOPOLOGY_RETRY_S)
             await asyncio.sleep(TOPOLOGY_RETRY_S)
 
 
@@ -211,7 +211,7 @@ async def _shut_down(function: Function, context: Context, client: Client | None
             # A PING round trip after the last ack proves every ack reached the server.
             await client.flush(timeout=FLUSH_TIMEOUT_S)
         except (TimeoutError, nats.errors.Error) as exc:
-            log.warning("Flush failed", error=str(exc) or type(exc).__name__)
+            log.warning("Flush failed", error=describe(exc))
         await client.close()
 
 

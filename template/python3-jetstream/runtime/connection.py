@@ -15,7 +15,7 @@ from nats.js.errors import NotFoundError
 from structlog.typing import FilteringBoundLogger
 
 from .contract import ConsumerNeeds
-from .errors import ConfigError
+from .errors import ConfigError, describe
 from .settings import Settings
 
 #: Seconds between reconnect attempts to one server; the client cycles through the list.
@@ -61,7 +61,7 @@ async def connect(
     refused = asyncio.get_running_loop().create_future()
 
     async def error(exc: Exception) -> None:
-        log.warning("NATS connection error", error=str(exc) or type(exc).__name__)
+        log.warning("NATS connection error", error=describe(exc))
         if _is_refusal(exc) and not state.connected and not refused.done():
             refused.set_result(exc)
 

@@ -34,6 +34,7 @@ from .backoff import Backoff
 from .connection import ConnectionState
 from .contract import Ack, Context, DeadLetter, Event, Function, Outcome, Retry, Terminate
 from .dead_letters import DeadLetters
+from .errors import describe
 from .metrics import RuntimeMetrics
 from .numbers import ascii_int_or_none
 from .pulls import GRACE_S, Pulls
@@ -180,7 +181,7 @@ class Consumer:
             if self._rebind is not None:
                 await self._rebind()
         except (TimeoutError, nats.errors.Error) as exc:
-            self._log.warning("Cannot recreate the consumer yet", error=str(exc) or type(exc).__name__)
+            self._log.warning("Cannot recreate the consumer yet", error=describe(exc))
             await self._pause(PULL_ERROR_PAUSE_S)
             return
         self._missing = False
@@ -210,7 +211,7 @@ class Consumer:
             await self._client.publish(self._next_subject, request, reply=f"{self._inbox}.{request_id}")
         except nats.errors.Error as exc:
             self._pulls.ended(request_id, batch)
-            self._log.warning("Pull failed", error=str(exc) or type(exc).__name__)
+            self._log.warning("Pull failed", error=describe(exc))
             self._paused_until = now + PULL_ERROR_PAUSE_S
 
     async def _on_message(self, msg: Msg) -> None:
@@ -308,7 +309,7 @@ class Consumer:
             result: object = await self._function.handle(event, context)
         except Exception as exc:
             context.log.exception("Handler failed")
-            return self._handler_error(event, f"{type(exc).__name__}: {exc}"[:1000], "handler exception")
+            return self._handler_error(event, describe(exc)[:1000], "handler exception")
         if result is not None and not isinstance(result, OUTCOMES):
             context.log.error("Handler returned something that is not an outcome", type=type(result).__name__)
             return self._handler_error(event, f"returned {type(result).__name__}", "handler result")
@@ -329,7 +330,7 @@ class Consumer:
         try:
             await apply(flight.msg, action, self._dead_letters)
         except (TimeoutError, nats.errors.Error) as exc:
-            error = str(exc) or type(exc).__name__
+            error = describe(exc)
             if action.verb == "dead-letter":
                 # Not stored, so not removed: try again later rather than lose it (and make sure
                 # the dead-letter stream is there).

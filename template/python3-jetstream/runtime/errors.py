@@ -34,3 +34,9 @@ class HandlerLoadError(ConnectorError):
 
 class NotConnected(ConnectorError):
     """NATS cannot be used right now; try again later (an HTTP route answers 503)."""
+
+
+def describe(error: BaseException) -> str:
+    """An error as one line for a log or a dead letter: its type, and its message if it has one."""
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -17,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from structlog.typing import FilteringBoundLogger
 
+from .errors import describe
 from .settings import Settings
 
 #: ``function_name`` of the stream-wide pending figure, as the OpenFaaS worker labels it.
@@ -92,7 +93,7 @@ async def refresh(
             consumer = await js.consumer_info(settings.stream, settings.durable)
         except (nats.errors.Error, TimeoutError) as exc:
             if not failing:
-                log.warning("Cannot read stream state", error=str(exc) or type(exc).__name__)
+                log.warning("Cannot read stream state", error=describe(exc))
             failing = True
         else:
             failing = False
