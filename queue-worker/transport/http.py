@@ -13,10 +13,11 @@ says to refuse (``Content-Length`` beside ``Transfer-Encoding``, differing lengt
 sizes). :class:`ResponseParser` adds the two things llhttp leaves to its caller: a body that
 ends when the connection closes, and the bodiless answer to ``HEAD``.
 
-A request is sent again only when it certainly never reached the server, or is idempotent (as
-Go's ``net/http`` decides): a POST on a reused connection that the server closed without
-answering may have been taken, so it fails as :class:`~.ConnectionBroken` and the caller's
-retry policy, visible in logs and metrics, decides what follows.
+A request is sent again only when it certainly never reached the server, or is replayable as
+Go's ``net/http`` decides (GET, HEAD, OPTIONS, TRACE, or an idempotency key): a POST on a reused
+connection that the server closed without answering may have been taken, so it fails as
+:class:`~.ConnectionBroken` and the caller's retry policy, visible in logs and metrics, decides
+what follows.
 """
 
 from __future__ import annotations
@@ -43,8 +44,10 @@ MAX_HEAD_BYTES = 64 * 1024
 MAX_IDLE_S = 30.0
 #: Origins whose connections are kept; the least recently used beyond this are closed.
 MAX_ORIGINS = 64
-#: Methods that may be sent again after a connection broke (RFC 9110 section 9.2.2, as Go).
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+#: Methods sent again after a kept-alive connection closed without an answer: Go's
+#: ``isReplayable`` (net/http), which also replays a request carrying an idempotency key.
+REPLAYABLE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+IDEMPOTENCY_KEYS = frozenset({"idempotency-key", "x-idempotency-key"})
 #: What the request target may not contain.
 _UNSAFE_TARGET = frozenset(" \r\n\x00")
 _BODYLESS_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS", "TRACE"})
@@ -296,14 +299,14 @@ class _Origin:
         self._idle: list[_Connection] = []
         self._busy: set[_Connection] = set()
 
-    async def exchange(self, method: str, data: bytes) -> Response:
+    async def exchange(self, method: str, data: bytes, *, replayable: bool) -> Response:
         connection = await self._connection()
         try:
             return await self._send(connection, method, data)
         except _ClosedBeforeAnswer:
-            if not connection.reused or method not in IDEMPOTENT:
+            if not connection.reused or not replayable:
                 raise
-            # An idempotent request may be sent again whether or not the server had it.
+            # A replayable request may be sent again whether or not the server had it.
             return await self._send(await self._connection(fresh=True), method, data)
 
     async def _send(self, connection: _Connection, method: str, data: bytes) -> Response:
@@ -404,12 +407,14 @@ class HTTPTransport:
         """
         origin_url, target = split_url(url)
         origin = self._origin(origin_url)
-        if not any(name.lower() == "user-agent" for name, _ in headers):
+        names = {name.lower() for name, _ in headers}
+        if "user-agent" not in names:
             headers = [self._user_agent, *headers]
         data = encode_request(method, target, origin.host_header, headers, body)
+        replayable = method in REPLAYABLE_METHODS or not IDEMPOTENCY_KEYS.isdisjoint(names)
         try:
             async with asyncio.timeout(self._timeout_s):
-                return await origin.exchange(method, data)
+                return await origin.exchange(method, data, replayable=replayable)
         except TimeoutError:
             raise TransportTimeout(f"no answer within {self._timeout_s:g}s") from None
         except OSError as exc:

@@ -140,9 +140,18 @@ async def test_a_connection_the_server_closed_while_idle_is_replaced_without_an_
     assert server.connections == 3
 
 
-@pytest.mark.parametrize(("method", "resent"), [("POST", False), ("GET", True)])
+@pytest.mark.parametrize(
+    ("method", "headers", "resent"),
+    [
+        ("POST", [], False),
+        ("PUT", [], False),
+        ("DELETE", [], False),
+        ("GET", [], True),
+        ("POST", [("Idempotency-Key", "k-1")], True),
+    ],
+)
 async def test_a_request_that_may_have_been_received_is_never_sent_again(
-    client_for: Callable[..., OriginClient], method: str, resent: bool
+    client_for: Callable[..., OriginClient], method: str, headers: list[tuple[str, str]], resent: bool
 ) -> None:
     received: list[bytes] = []
 
@@ -159,12 +168,12 @@ async def test_a_request_that_may_have_been_received_is_never_sent_again(
 
     async with BareServer(answer_once_then_take_and_drop) as server:
         client = client_for(server.url)
-        assert (await client.request(method, "/function/f", [], b"")).status == 200
+        assert (await client.request(method, "/function/f", headers, b"")).status == 200
         if resent:
-            assert (await client.request(method, "/function/f", [], b"")).status == 200
+            assert (await client.request(method, "/function/f", headers, b"")).status == 200
         else:
             with pytest.raises(ConnectionBroken):
-                await client.request(method, "/function/f", [], b"")
+                await client.request(method, "/function/f", headers, b"")
 
     assert len(received) == (3 if resent else 2)
 
