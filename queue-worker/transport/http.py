@@ -1,14 +1,15 @@
 """The real :class:`~.Transport`: lean HTTP/1.1 over kept-alive connections, a pool per origin.
 
-Why not aiohttp or httpx here: `make bench` measures aiohttp at about 75 µs of CPU per request,
+Why not aiohttp or httpx here: `make bench` measures aiohttp at about 60 µs of CPU per request,
 more than half of what a whole message costs at full rate; this client spends about a third of
-that. It can be small because its job is narrow: it forwards headers that were already
+that (18 µs), and httpx's pool slows down as concurrency grows. It can be small because its job is narrow: it forwards headers that were already
 filtered, follows no redirects, uses no proxy and no cookie jar, and hands back bodies as they
 came (not decompressed).
 
 What is written by hand is only the pool, the deadline and the request's bytes. Responses are
-framed by llhttp (through httptools, the parser under uvicorn and Node.js): about 1.5 µs per
-response against 5-7 µs for the parser this module had, and stricter, refusing what RFC 9112
+framed by llhttp (through httptools, the parser under uvicorn and Node.js): 2.5 µs per typical
+response against 5.0 µs for the hand-written parser this module had (same process, best of five;
+`make bench` prints the figure), and stricter, refusing what RFC 9112
 says to refuse (``Content-Length`` beside ``Transfer-Encoding``, differing lengths, bad chunk
 sizes). :class:`ResponseParser` adds the two things llhttp leaves to its caller: a body that
 ends when the connection closes, and the bodiless answer to ``HEAD``.
