@@ -111,7 +111,6 @@ class Bench:
             "gateway_url": self.gateway,
             "max_inflight": str(inflight),
             "log_encoding": "json",
-            "metrics_namespace": "queue_worker",
             "handler_dir": str(HANDLER),
             "port": str(free_port()),
             "metrics_port": str(free_port()),

@@ -25,6 +25,8 @@ class Prometheus:
 
     targets: list[str]
     scrape_interval: str = "1s"
+    #: Scrape jobs to use instead of one static job for ``targets``.
+    scrape_configs: list[dict[str, Any]] | None = None
     port: int = field(default_factory=free_port)
     home: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="prometheus-")))
     process: subprocess.Popen[bytes] | None = None
@@ -41,7 +43,8 @@ class Prometheus:
             raise FileNotFoundError("prometheus not found: apt-get install prometheus")
         config = {
             "global": {"scrape_interval": self.scrape_interval, "evaluation_interval": self.scrape_interval},
-            "scrape_configs": [{"job_name": "queue-worker", "static_configs": [{"targets": self.targets}]}],
+            "scrape_configs": self.scrape_configs
+            or [{"job_name": "queue-worker", "static_configs": [{"targets": self.targets}]}],
         }
         (self.home / "prometheus.yml").write_text(yaml.safe_dump(config))
         with open(self.home / "prometheus.log", "ab") as log:

@@ -47,7 +47,6 @@ class WorkerProcess:
             "log_encoding": "json",
             "port": str(self.port),
             "metrics_port": str(self.metrics_port),
-            "metrics_namespace": "queue_worker",
             **self.env,
         }
         index = TEMPLATE / "index.py"

@@ -25,6 +25,9 @@ from .transport.http import HTTPTransport
 from .version import USER_AGENT, VERSION
 from .worker import QueueWorker
 
+#: The OpenFaaS queue-worker's metric names (``queue_worker_pending_messages``, ...), which
+#: dashboards and autoscaling rules rely on, whatever ``metrics_namespace`` says.
+METRICS_NAMESPACE = "queue_worker"
 #: Idle connections kept for the function-existence check: one short GET per function every few seconds.
 CHECK_CONNECTIONS = 8
 

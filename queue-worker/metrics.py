@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Info
 
 from runtime import DURATION_BUCKETS, LoopCounter, LoopGauge, LoopHistogram
 
-NAMESPACE = "queue_worker"
+NAMESPACE = "queue_worker"  # the runtime's too: handler.METRICS_NAMESPACE
 #: How long requests wait in the queue: from an idle queue to a backlog of hours.
 WAIT_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800, 3600, 7200)
 

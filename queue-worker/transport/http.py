@@ -1,10 +1,11 @@
 """The real :class:`~.Transport`: lean HTTP/1.1 over kept-alive connections, a pool per origin.
 
-Why not aiohttp or httpx here: `make bench` measures aiohttp at about 60 µs of CPU per request,
-more than half of what a whole message costs at full rate; this client spends about a third of
-that (18 µs), and httpx's pool slows down as concurrency grows. It can be small because its job is narrow: it forwards headers that were already
-filtered, follows no redirects, uses no proxy and no cookie jar, and hands back bodies as they
-came (not decompressed).
+Why not aiohttp or httpx here: `make bench` measures aiohttp at about 60 µs of CPU per
+request, more than half of what a whole message costs at full rate; this client spends about a
+third of that (18 µs), and httpx's pool slows down as concurrency grows. It can be small
+because its job is narrow: it forwards headers that were already filtered, follows no
+redirects, uses no proxy and no cookie jar, and hands back bodies as they came (not
+decompressed).
 
 What is written by hand is only the pool, the deadline and the request's bytes. Responses are
 framed by llhttp (through httptools, the parser under uvicorn and Node.js): 2.5 µs per typical

@@ -8,6 +8,7 @@ every acknowledgement reaches the server, and exits 0.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import os
 import signal
@@ -18,7 +19,13 @@ from typing import TypeVar
 
 import nats.errors
 from nats.aio.client import Client
-from prometheus_client import CollectorRegistry, disable_created_metrics
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    disable_created_metrics,
+)
 from structlog.typing import FilteringBoundLogger
 
 from . import logs, probes
@@ -75,6 +82,13 @@ async def serve(settings: Settings, function: Function, log: FilteringBoundLogge
     # One series per metric, not two: the *_created timestamps only double what is scraped.
     disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated in prometheus-client
     registry = CollectorRegistry()
+    # process_* (restarts, memory, open files) and python_* (version, GC), as every exporter has.
+    for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+        registry.register(collector)
+    namespace = function.metrics_namespace or settings.metrics_namespace
+    if namespace != settings.metrics_namespace and "metrics_namespace" in environ:
+        log.warning("metrics_namespace is fixed by the function", using=namespace, ignored=settings.metrics_namespace)
+    settings = dataclasses.replace(settings, metrics_namespace=namespace)
     metrics = RuntimeMetrics.create(settings.metrics_namespace, settings.queue_name, registry)
     state = ConnectionState()
     context = Context(settings=settings, log=log, registry=registry, environ=environ)
@@ -93,6 +107,7 @@ async def serve(settings: Settings, function: Function, log: FilteringBoundLogge
             (probes.metrics_app(registry), settings.metrics_port),
         ),
     )
+    lock = asyncio.create_task(probes.keep_lock(probes.lock_path(environ), state, stopping.is_set))
     lost = asyncio.Event()
 
     def on_lost() -> None:
@@ -113,6 +128,8 @@ async def serve(settings: Settings, function: Function, log: FilteringBoundLogge
         state.bound = False
         state.closing = True
         await _shut_down(function, context, client, log)
+        lock.cancel()
+        await asyncio.gather(lock, return_exceptions=True)
         await served.close()
         log.info("Stopped")
 

@@ -174,3 +174,6 @@ class Function:
     on_connect: Hook | None = None
     on_shutdown: Hook | None = None
     http_routes: Routes | None = None
+    #: ``METRICS_NAMESPACE`` in handler.py: the prefix of the runtime's metric names, whatever
+    #: ``metrics_namespace`` says (a function whose metric names are a contract fixes them).
+    metrics_namespace: str | None = None

@@ -61,4 +61,5 @@ def load_function(directory: Path) -> Function:
         on_connect=getattr(module, "on_connect", None),
         on_shutdown=getattr(module, "on_shutdown", None),
         http_routes=getattr(module, "http_routes", None),
+        metrics_namespace=getattr(module, "METRICS_NAMESPACE", None),
     )

@@ -1,19 +1,24 @@
 """HTTP endpoints: ``/_/health`` and ``/_/ready`` on ``port``; ``/metrics`` on ``metrics_port``.
 
 Health answers 200 while the process serves; readiness answers 200 only while the client is
-connected to NATS with the consumer bound, so Kubernetes routes nothing to a worker that
-cannot consume and the OpenFaaS probes (``GET /_/health``) see a live process.
+connected to NATS with the consumer bound and answering, so Kubernetes routes nothing to a worker
+that cannot consume and the OpenFaaS probes (``GET /_/health``) see a live process. The
+watchdog's readiness lock (``$TMPDIR/.lock``) exists exactly while ``/_/ready`` answers 200, for
+faas-netes' exec probe when HTTP probes are off.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
+from prometheus_client.aiohttp import make_aiohttp_handler
 
 from .connection import ConnectionState
 
@@ -34,6 +39,8 @@ class WithoutRequestText(logging.Filter):
         return True
 
 
+#: How often the readiness lock follows readiness.
+LOCK_INTERVAL_S = 0.5
 #: The logger aiohttp's servers report errors to here.
 SERVER_LOG = logging.getLogger("runtime.http")
 SERVER_LOG.addFilter(WithoutRequestText())
@@ -60,18 +67,8 @@ def probe_app(
         return web.Response(text="OK")
 
     async def ready(_: web.Request) -> web.Response:
-        if state.connected and state.bound and state.consuming and not is_stopping():
-            return web.Response(text="OK")
-        reason = (
-            "stopping"
-            if is_stopping()
-            else "not connected"
-            if not state.connected
-            else "consumer not bound"
-            if not state.bound
-            else "pull requests not answered"
-        )
-        return web.Response(status=503, text=reason)
+        reason = not_ready(state, is_stopping())
+        return web.Response(text="OK") if reason is None else web.Response(status=503, text=reason)
 
     # Large enough for any payload NATS is configured to take; routes enforce their own limits.
     app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -82,16 +79,49 @@ def probe_app(
 
 
 def metrics_app(registry: CollectorRegistry) -> web.Application:
-    """Build the application served on ``metrics_port``."""
-
-    async def metrics(_: web.Request) -> web.Response:
-        response = web.Response(body=generate_latest(registry))
-        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
-        return response
-
+    """Build the application served on ``metrics_port``: prometheus_client's own handler, which
+    answers OpenMetrics when asked (``Accept``) and compresses when allowed."""
     app = web.Application()
-    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/metrics", make_aiohttp_handler(registry))
     return app
+
+
+def not_ready(state: ConnectionState, stopping: bool) -> str | None:
+    """Why the worker is not ready, or ``None`` while it consumes."""
+    if stopping:
+        return "stopping"
+    if not state.connected:
+        return "not connected"
+    if not state.bound:
+        return "consumer not bound"
+    if not state.consuming:
+        return "pull requests not answered"
+    return None
+
+
+def lock_path(environ: Mapping[str, str]) -> Path:
+    """Where the OpenFaaS watchdog keeps its readiness lock: Go's ``os.TempDir()``, that is
+    ``$TMPDIR``, else ``/tmp``, then ``.lock``."""
+    return Path(environ.get("TMPDIR") or "/tmp") / ".lock"
+
+
+async def keep_lock(path: Path, state: ConnectionState, is_stopping: Callable[[], bool]) -> None:
+    """Keep ``path`` existing exactly while the worker is ready, as faas-netes' exec probe
+    (``cat /tmp/.lock``) expects of a watchdog; removed when this is cancelled."""
+    try:
+        while True:
+            _hold(path, not_ready(state, is_stopping()) is None)
+            await asyncio.sleep(LOCK_INTERVAL_S)
+    finally:
+        _hold(path, False)
+
+
+def _hold(path: Path, ready: bool) -> None:
+    # Two system calls at most, every LOCK_INTERVAL_S: not worth a thread.
+    if ready:
+        path.touch()
+    else:
+        path.unlink(missing_ok=True)
 
 
 async def start(host: str, apps: tuple[tuple[web.Application, int], ...]) -> Probes:
