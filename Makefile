@@ -24,9 +24,10 @@ prometheus:
 	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
 
-## Regenerate dashboards/queue-worker.json from dashboards/build.py.
+## Regenerate dashboards/queue-worker.json (build.py) and the PrometheusRule (rules.py, from alerts.yml).
 dashboards: $(STAMP)
 	$(BIN)/python dashboards/build.py
+	$(BIN)/python dashboards/rules.py
 
 ## A local run end to end: nats-server, sample functions, a callback receiver and the worker.
 demo: $(STAMP)

@@ -90,6 +90,7 @@ async def serve(settings: Settings, function: Function, log: FilteringBoundLogge
         log.warning("metrics_namespace is fixed by the function", using=namespace, ignored=settings.metrics_namespace)
     settings = dataclasses.replace(settings, metrics_namespace=namespace)
     metrics = RuntimeMetrics.create(settings.metrics_namespace, settings.queue_name, registry)
+    metrics.max_inflight.labels(settings.queue_name).set(settings.max_inflight)
     state = ConnectionState()
     context = Context(settings=settings, log=log, registry=registry, environ=environ)
     # The function validates its own settings here, before anything starts.

@@ -27,6 +27,7 @@ class RuntimeMetrics:
     handler_duration: HistogramChild
     reconnects: Counter
     dead_letters: Counter
+    max_inflight: Gauge
 
     @classmethod
     def create(cls, namespace: str, queue_name: str, registry: CollectorRegistry) -> RuntimeMetrics:
@@ -77,6 +78,12 @@ class RuntimeMetrics:
                 "dead_letters",
                 "Messages moved to the dead-letter stream, by reason.",
                 ["queue_name", "reason"],
+                **common,  # type: ignore[arg-type]
+            ),
+            max_inflight=Gauge(
+                "max_inflight",
+                "Messages one replica handles at once at most (max_inflight): saturation's denominator.",
+                ["queue_name"],
                 **common,  # type: ignore[arg-type]
             ),
         )
