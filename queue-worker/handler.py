@@ -51,13 +51,13 @@ async def on_startup(context: Context) -> None:
     if settings.tls_insecure:
         context.log.warning("TLS verification of callback receivers is off (tls_insecure=true)")
     replicas = context.settings.stream_replicas
-    metrics = WorkerMetrics.create(context.registry, VERSION)
+    metrics = WorkerMetrics.create(context.registry, VERSION, context.settings.queue_name)
     status = CallStatus(
         settings.call_status_bucket,
         settings.call_status_ttl_s,
         replicas=replicas,
         log=context.log,
-        on_failure=lambda reason: metrics.status_failures.labels(reason).inc(),
+        on_failure=lambda reason: metrics.status_failures.labels(metrics.queue, reason).inc(),
     )
     cancellations = Cancellations(f"{settings.call_status_bucket}-cancelled", settings.call_status_ttl_s, replicas)
     check = None

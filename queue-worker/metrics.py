@@ -30,9 +30,11 @@ class WorkerMetrics:
     rejected: Counter
     queue_wait: LoopHistogram
     status_failures: Counter
+    #: The queue this process serves: every family carries it, so ``$queue`` filters every panel.
+    queue: str = ""
 
     @classmethod
-    def create(cls, registry: CollectorRegistry, version: str) -> WorkerMetrics:
+    def create(cls, registry: CollectorRegistry, version: str, queue: str = "") -> WorkerMetrics:
         """Register the metrics on ``registry``, with build info for ``version``."""
         common = {"namespace": NAMESPACE, "registry": registry}
         build = Info("build", "The queue-worker's version and runtime.", **common)  # type: ignore[arg-type]
@@ -48,14 +50,14 @@ class WorkerMetrics:
             invocations=LoopCounter(
                 "function_invocations",
                 "Function invocations by status code.",
-                ["function_name", "code"],
+                ["queue_name", "function_name", "code"],
                 namespace=NAMESPACE,
                 registry=registry,
             ),
             duration=LoopHistogram(
                 "function_invocation_duration_seconds",
                 "Time a function took to answer.",
-                ["function_name", "code"],
+                ["queue_name", "function_name", "code"],
                 buckets=DURATION_BUCKETS,
                 namespace=NAMESPACE,
                 registry=registry,
@@ -63,23 +65,27 @@ class WorkerMetrics:
             retries=LoopCounter(
                 "function_retries",
                 "Invocations scheduled again, by status code.",
-                ["function_name", "code"],
+                ["queue_name", "function_name", "code"],
                 namespace=NAMESPACE,
                 registry=registry,
             ),
             callbacks=LoopCounter(
-                "callbacks", "Callbacks posted, by result.", ["result"], namespace=NAMESPACE, registry=registry
+                "callbacks",
+                "Callbacks posted, by result.",
+                ["queue_name", "result"],
+                namespace=NAMESPACE,
+                registry=registry,
             ),
             rejected=Counter(
                 "messages_rejected",
                 "Messages that could not be decoded, by reason.",
-                ["reason"],
+                ["queue_name", "reason"],
                 **common,  # type: ignore[arg-type]
             ),
             status_failures=Counter(
                 "call_status_write_failures",
                 "Call status writes the bucket did not store: refused, unconfirmed or disconnected.",
-                ["reason"],
+                ["queue_name", "reason"],
                 **common,  # type: ignore[arg-type]
             ),
             queue_wait=LoopHistogram(
@@ -90,4 +96,5 @@ class WorkerMetrics:
                 namespace=NAMESPACE,
                 registry=registry,
             ),
+            queue=queue,
         )

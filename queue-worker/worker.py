@@ -82,7 +82,7 @@ class QueueWorker:
         try:
             request = decode(event.data)
         except DecodeError as exc:
-            self.metrics.rejected.labels(exc.reason).inc()
+            self.metrics.rejected.labels(self.metrics.queue, exc.reason).inc()
             context.log.error("Cannot decode message", reason=exc.reason, error=str(exc), bytes=len(event.data))
             reason = "invalid_request" if exc.reason == INVALID_REQUEST else "undecodable"
             return Decided(DeadLetter(reason, {"error": str(exc)}), None)
@@ -138,7 +138,7 @@ class QueueWorker:
             now=datetime.now(UTC),
         )
         if isinstance(decision, RetryLater):
-            self.metrics.retries.labels(name, str(status)).inc()
+            self.metrics.retries.labels(self.metrics.queue, name, str(status)).inc()
             return Decided(Retry(decision.delay_s, reason=f"status {status}"), facts)
         if destination is not None:
             info = CallbackInfo(request.call_id, request.function, event.attempt - 1, policy.max_retries)
@@ -168,7 +168,7 @@ class QueueWorker:
     def _refuse(self, request: QueueRequest, facts: Facts, url: str, why: str, log: FilteringBoundLogger) -> Decided:
         """A callback destination that is not allowed: nothing is sent there; the request is kept."""
         log.warning("Callback refused", url=self._loggable(url), reason=why)
-        self.metrics.callbacks.labels("refused").inc()
+        self.metrics.callbacks.labels(self.metrics.queue, "refused").inc()
         return Decided(DeadLetter("callback_refused", {**_identity(request), "reason": why}), facts)
 
     async def _invoke(self, request: QueueRequest, name: str, queue: str, log: FilteringBoundLogger) -> Invocation:
@@ -184,8 +184,8 @@ class QueueWorker:
             inflight.dec()
         response = invocation.response
         code = str(response.status)
-        self.metrics.invocations.labels(name, code).inc()
-        self.metrics.duration.labels(name, code).observe(invocation.duration_s)
+        self.metrics.invocations.labels(queue, name, code).inc()
+        self.metrics.duration.labels(queue, name, code).observe(invocation.duration_s)
         body = response.body
         fields = {"status": response.status, "duration": round(invocation.duration_s, 6), "bytes": len(body)}
         if invocation.error:
@@ -259,7 +259,8 @@ class QueueWorker:
     ) -> Posted:
         """Post once; ``ok`` when the receiver took it (any status below 500)."""
         posted = await post_callback(self.callbacks, destination, invocation, info)
-        self.metrics.callbacks.labels("ok" if posted.ok else "refused" if posted.refused else "failed").inc()
+        result = "ok" if posted.ok else "refused" if posted.refused else "failed"
+        self.metrics.callbacks.labels(self.metrics.queue, result).inc()
         shown = destination.url if self.settings.debug else destination.loggable
         if posted.refused:
             log.warning("Callback refused", url=shown, reason=posted.error)

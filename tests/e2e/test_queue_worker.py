@@ -49,9 +49,10 @@ async def test_n_requests_make_n_invocations_and_n_callbacks(
     metrics = (await worker.get("/metrics", metrics=True)).text
     assert f'queue_worker_messages_processed_total{{queue_name="{queue.subject}"}} {count}.0' in metrics
     assert (
-        f'queue_worker_function_invocations_total{{code="200",function_name="echo.openfaas-fn"}} {count}.0' in metrics
+        f'queue_worker_function_invocations_total{{code="200",function_name="echo.openfaas-fn",'
+        f'queue_name="{queue.subject}"}} {count}.0' in metrics
     )
-    assert f'queue_worker_callbacks_total{{result="ok"}} {count}.0' in metrics
+    assert f'queue_worker_callbacks_total{{queue_name="{queue.subject}",result="ok"}} {count}.0' in metrics
 
 
 async def test_503_three_times_then_200_makes_four_calls_spaced_by_the_back_off(
@@ -182,7 +183,10 @@ async def test_readiness_follows_the_connection_and_the_worker_reconnects(
     await wait_until(lambda: bool(worker.events("Reconnected to NATS")), 15, "reconnect logged")
     await worker.wait_ready()
     metrics = (await worker.get("/metrics", metrics=True)).text
-    assert "queue_worker_nats_reconnect_total 1.0" in metrics
+    assert "queue_worker_nats_reconnect_total{" in metrics
+    assert [line.split()[-1] for line in metrics.splitlines() if line.startswith("queue_worker_nats_reconnect_total")] == [
+        "1.0"
+    ]
 
 
 async def test_callbacks_go_only_where_the_allowlist_says_and_redirects_are_not_followed(

@@ -72,8 +72,9 @@ class RuntimeMetrics:
             reconnects=Counter(
                 "nats_reconnect",
                 "Times the NATS client has reconnected.",
+                ["queue_name"],
                 **common,  # type: ignore[arg-type]
-            ),
+            ).labels(queue_name),
             dead_letters=Counter(
                 "dead_letters",
                 "Messages moved to the dead-letter stream, by reason.",

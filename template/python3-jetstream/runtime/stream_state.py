@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import nats.errors
+import nats.js.errors
 from nats.js import JetStreamContext
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -36,6 +38,14 @@ class Snapshot:
     ack_pending: int
     #: Messages delivered more than once and not yet acknowledged.
     redelivered: int
+    #: Bytes stored, and the stream's limits (-1: none).
+    bytes: int = 0
+    max_messages: int = -1
+    max_bytes: int = -1
+    #: Seconds since the oldest stored message was stored (0 when none is).
+    oldest_age_s: float = 0.0
+    #: This queue's messages in the dead-letter stream.
+    dead_letters: int = 0
 
 
 class StreamStateCollector(Collector):
@@ -73,6 +83,16 @@ class StreamStateCollector(Collector):
                 "Messages delivered more than once and not yet acknowledged.",
                 snapshot.redelivered,
             ),
+            ("stream_messages", "Messages stored in the work-queue stream.", snapshot.messages),
+            ("stream_bytes", "Bytes stored in the work-queue stream.", snapshot.bytes),
+            ("stream_max_messages", "The stream's message limit (-1: none).", snapshot.max_messages),
+            ("stream_max_bytes", "The stream's byte limit (-1: none).", snapshot.max_bytes),
+            (
+                "oldest_message_age_seconds",
+                "Age of the oldest request still stored (waiting, waiting to retry, or running).",
+                snapshot.oldest_age_s,
+            ),
+            ("dead_letter_messages", "This queue's messages kept in the dead-letter stream.", snapshot.dead_letters),
         ):
             family = GaugeMetricFamily(f"{ns}_{name}", help_text, labels=["queue_name"])
             family.add_metric([queue], value)
@@ -91,6 +111,8 @@ async def refresh(
         try:
             stream = await js.stream_info(settings.stream)
             consumer = await js.consumer_info(settings.stream, settings.durable)
+            oldest_age_s = await _oldest_age(js, settings.stream, stream.state.first_seq, stream.state.messages)
+            dead_letters = await _dead_letters(js, settings)
         except (nats.errors.Error, TimeoutError) as exc:
             if not failing:
                 log.warning("Cannot read stream state", error=describe(exc))
@@ -102,5 +124,33 @@ async def refresh(
                 submitted=stream.state.last_seq,
                 ack_pending=consumer.num_ack_pending or 0,
                 redelivered=consumer.num_redelivered or 0,
+                bytes=stream.state.bytes,
+                max_messages=stream.config.max_msgs if stream.config.max_msgs is not None else -1,
+                max_bytes=stream.config.max_bytes if stream.config.max_bytes is not None else -1,
+                oldest_age_s=oldest_age_s,
+                dead_letters=dead_letters,
             )
         await asyncio.sleep(settings.stream_metrics_interval_s)
+
+
+async def _oldest_age(js: JetStreamContext, stream: str, first_seq: int, messages: int) -> float:
+    """Seconds since the stream's first stored message was stored; 0 for an empty stream."""
+    if not messages:
+        return 0.0
+    try:
+        first = await js.get_msg(stream, seq=first_seq)
+    except nats.js.errors.NotFoundError:  # taken between the two reads
+        return 0.0
+    if first.time is None:
+        return 0.0
+    stored = first.time if first.time.tzinfo is not None else first.time.replace(tzinfo=UTC)
+    return max(0.0, (datetime.now(UTC) - stored).total_seconds())
+
+
+async def _dead_letters(js: JetStreamContext, settings: Settings) -> int:
+    """This queue's messages in the dead-letter stream (0 until the stream exists)."""
+    try:
+        info = await js.stream_info(settings.dead_letter_stream, subjects_filter=settings.dead_letter_subject)
+    except nats.js.errors.NotFoundError:
+        return 0
+    return sum((info.state.subjects or {}).values())
