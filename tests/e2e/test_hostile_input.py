@@ -183,3 +183,24 @@ async def test_the_front_door_refuses_dot_names(name: str, natsd: NatsServer, st
     writer.close()
 
     assert status_line.split()[1] == b"400"
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"POST /async-function/f HTTP/1.1\r\nX-Call-Id: \xff\xfe\r\n",
+        b"GET /async-function/\xff\xfe HTTP/1.1\r\n",
+        b"DELETE /async-function/\xc3 HTTP/1.1\r\n",
+    ],
+)
+async def test_a_call_id_that_is_not_utf_8_is_a_400_never_a_500(head: bytes, start_worker: WorkerFactory) -> None:
+    worker = start_worker()
+    await worker.wait_ready()
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", worker.port)
+    writer.write(head + b"Host: x\r\nContent-Length: 0\r\n\r\n")
+    status_line = await reader.readline()
+    writer.close()
+
+    assert status_line.split()[1] == b"400"
+    assert (await worker.get("/_/ready")).status_code == 200

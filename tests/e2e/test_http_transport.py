@@ -213,6 +213,26 @@ async def test_an_answer_cut_short_is_a_protocol_error(client_for: Callable[...,
             await client_for(server.url).request("POST", "/function/f", [], b"")
 
 
+async def test_both_framings_at_once_is_an_error_and_the_connection_is_not_reused(
+    client_for: Callable[..., OriginClient],
+) -> None:
+    async def smuggling(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await _read_request(reader)
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+            )
+            await writer.drain()
+
+    async with BareServer(smuggling) as server:
+        client = client_for(server.url)
+        for _ in range(2):
+            with pytest.raises(ProtocolError, match="Transfer-Encoding"):
+                await client.request("POST", "/function/f", [], b"")
+
+    assert server.connections == 2  # each answer closed its connection (RFC 9112 section 6.3)
+
+
 async def test_a_closed_port_is_a_connection_error(client_for: Callable[..., OriginClient]) -> None:
     with pytest.raises(ConnectFailed, match="Connect call failed"):
         await client_for(f"http://127.0.0.1:{free_port()}").request("POST", "/function/f", [], b"")

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from harness.ports import free_port
 from harness.worker import ROOT
 
 TEMPLATES = ROOT / "template"
@@ -117,3 +120,29 @@ def test_the_image_ships_no_build_tools_and_runs_as_a_numeric_non_root_user() ->
     assert "HEALTHCHECK" in ship
     assert "PYTHONDONTWRITEBYTECODE=1" in base
     assert "COPY --from=test" in ship
+
+
+def test_the_healthcheck_asks_the_port_the_worker_serves(tmp_path: Path) -> None:
+    """The HEALTHCHECK's own command, run against a probe server on another port than 8080."""
+    dockerfile = (TEMPLATES / "python3-jetstream" / "Dockerfile").read_text()
+    command = json.loads(re.search(r"HEALTHCHECK [^\n]*\\\n\s*CMD (\[.*\])", dockerfile).group(1))  # type: ignore[union-attr]
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"], cwd=tmp_path)
+    (tmp_path / "_").mkdir()
+    (tmp_path / "_" / "health").write_text("OK")
+    try:
+        for _ in range(100):
+            healthy = subprocess.run(
+                [sys.executable, *command[1:]], env={"port": str(port), "PATH": "/usr/bin"}, capture_output=True
+            )
+            if healthy.returncode == 0:
+                break
+            time.sleep(0.05)
+        unhealthy = subprocess.run([sys.executable, *command[1:]], env={"port": str(free_port())}, capture_output=True)
+    finally:
+        server.terminate()
+        server.wait()
+
+    assert command[0] == "python"
+    assert healthy.returncode == 0, healthy.stderr
+    assert unhealthy.returncode != 0
