@@ -6,7 +6,6 @@ import asyncio
 import json
 import re
 import subprocess
-import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,23 +16,14 @@ from nats.aio.client import Client
 from harness.prometheus import Prometheus
 from harness.publish import publish_request
 from harness.servers import RecordingServer, answer, wait_until
-from harness.worker import ROOT
+from tests.dashboards import DASHBOARDS, rendered
 from tests.support import Queue, WorkerFactory, queued, wait_for_empty
 
-DASHBOARDS = ROOT / "dashboards"
 DASHBOARD = json.loads((DASHBOARDS / "queue-worker.json").read_text())
 
 
 def test_the_committed_json_is_what_the_code_makes() -> None:
-    made = subprocess.run(
-        [sys.executable, "-c", "import build; print(build.render(), end='')"],
-        cwd=DASHBOARDS,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-
-    assert made.stdout == (DASHBOARDS / "queue-worker.json").read_text()
+    assert rendered("build") == (DASHBOARDS / "queue-worker.json").read_text()
 
 
 def test_the_dashboard_works_imported_and_provisioned() -> None:
