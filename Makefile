@@ -19,10 +19,13 @@ $(STAMP): $(REQUIREMENTS)
 	$(BIN)/python -c 'import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()["purelib"], "python3-jetstream.pth").write_text(str(pathlib.Path("template/python3-jetstream").resolve()) + "\n")'
 	touch $@
 
-## Debian's prometheus and promtool, which the dashboard tests run (needs root, as CI and these machines have).
+## Debian's prometheus and promtool (dashboard and alert tests), and iproute2's ip and tc (the
+## partition tests' network namespaces); needs root, as CI and these machines have.
 prometheus:
 	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
+	@command -v ip >/dev/null && command -v tc >/dev/null || { \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2; }
 
 ## Regenerate dashboards/queue-worker.json (build.py) and the PrometheusRule (rules.py, from alerts.yml).
 dashboards: $(STAMP)
