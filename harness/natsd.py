@@ -40,6 +40,8 @@ class NatsServer:
     #: The address it listens on, and a command it runs under (``ip netns exec NAME``, say).
     host: str = "127.0.0.1"
     prefix: tuple[str, ...] = ()
+    #: Off for a server like OpenFaaS CE's own NATS, which has no JetStream.
+    jetstream: bool = True
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -62,8 +64,7 @@ class NatsServer:
                     "-a", self.host,
                     "-p", str(self.port),
                     "-m", str(self.monitor_port),
-                    "-js",
-                    "-sd", str(self.store / "js"),
+                    *(("-js", "-sd", str(self.store / "js")) if self.jetstream else ()),
                     *self.extra_args,
                 ],
                 stdout=log,
@@ -77,7 +78,9 @@ class NatsServer:
             if self.process is None or self.process.poll() is not None:
                 break
             try:
-                url = f"http://{self.host}:{self.monitor_port}/healthz?js-enabled-only=true"
+                url = f"http://{self.host}:{self.monitor_port}/healthz" + (
+                    "?js-enabled-only=true" if self.jetstream else ""
+                )
                 with urllib.request.urlopen(url, timeout=1) as response:
                     if response.status == 200:
                         return self

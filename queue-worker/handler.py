@@ -85,7 +85,7 @@ async def on_startup(context: Context) -> None:
         results=ResultStore(settings.callback_results_bucket, replicas),
     )
     context.log.info(
-        "Queue-worker ready",
+        "Queue-worker configured",
         gateway=settings.gateway_url,
         upstreamTimeout=settings.upstream_timeout_s,
         retryCodes=sorted(settings.retry.codes),

@@ -64,7 +64,7 @@ class WorkerSettings:
                 "retry_http_codes", codes_raw, "expected comma-separated HTTP statuses from 100 to 599"
             ) from None
         backoff = env.choice("backoff", "exponential", BACKOFF_MODES)
-        return cls(
+        settings = cls(
             gateway_url=_gateway_url(env),
             upstream_timeout_s=env.duration("upstream_timeout", 60.0, minimum=0.001),
             callback_timeout_s=env.duration("callback_timeout", 10.0, minimum=0.001),
@@ -100,6 +100,15 @@ class WorkerSettings:
                 max_body=env.integer("max_request_size", 0, minimum=0, maximum=64 * 1024 * 1024),
             ),
         )
+        for policy, longest, shortest in (
+            (settings.retry, "max_retry_wait", "initial_retry_wait"),
+            (settings.callback_retry, "callback_max_retry_wait", "callback_initial_retry_wait"),
+        ):
+            if policy.max_wait_s < policy.min_wait_s:
+                raise ConfigError(
+                    longest, env.string(longest, ""), f"expected at least {shortest} ({policy.min_wait_s:g}s)"
+                )
+        return settings
 
 
 def _allowlist(env: Env) -> Allowlist:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 from nats.aio.client import Client
 
+from harness.natsd import NatsServer
 from harness.servers import wait_until
 from harness.worker import HANDLER, TEMPLATE
 from tests.support import Queue, WorkerFactory, create_stream, stream_messages, wait_for_empty
@@ -129,26 +131,66 @@ async def test_a_connection_closed_for_good_ends_the_process_so_it_is_restarted(
 
 
 @pytest.mark.parametrize(
-    ("variable", "value", "accepted"),
+    ("environ", "variable", "accepted"),
     [
-        ("max_inflight", "-1", "whole number from 1"),
-        ("ack_wait", "60", "Go duration"),
-        ("backoff", "sometimes", "one of exponential, full, equal"),
-        ("upstream_timeout", "forever", "Go duration"),
+        ({"max_inflight": "-1"}, "max_inflight", "whole number from 1"),
+        ({"ack_wait": "60"}, "ack_wait", "Go duration"),
+        ({"backoff": "sometimes"}, "backoff", "one of exponential, full, equal"),
+        ({"upstream_timeout": "forever"}, "upstream_timeout", "Go duration"),
+        ({"max_retry_wait": "5s"}, "max_retry_wait", "at least initial_retry_wait (10s)"),
+        ({"callback_max_retry_wait": "1s", "callback_initial_retry_wait": "2s"}, "callback_max_retry_wait", "(2s)"),
+        ({"callback_allowlist": "https://"}, "callback_allowlist", "http(s) URL prefixes"),
     ],
 )
-def test_a_bad_setting_stops_start_up_with_one_line_naming_it(variable: str, value: str, accepted: str) -> None:
-    # Runtime settings and the queue-worker's own are both checked before anything starts.
+@pytest.mark.parametrize("encoding", ["console", "json"])
+def test_a_bad_setting_stops_start_up_with_one_line_naming_it(
+    environ: dict[str, str], variable: str, accepted: str, encoding: str
+) -> None:
+    # Runtime settings and the queue-worker's own are both checked before anything starts, and
+    # both are reported the same way: one line, in the log's own encoding, and exit status 78.
     result = subprocess.run(
         [sys.executable, str(TEMPLATE / "index.py")],
-        env={variable: value, "handler_dir": str(HANDLER), "nats_url": "nats://127.0.0.1:1"},
+        env={
+            **environ,
+            "log_encoding": encoding,
+            "handler_dir": str(HANDLER),
+            "nats_url": "nats://127.0.0.1:1",
+        },
         capture_output=True,
         text=True,
         timeout=30,
     )
 
     assert result.returncode == 78
-    [line] = [line for line in result.stderr.splitlines() if "error" in line]
+    [line] = [line for line in result.stderr.splitlines() if "Invalid configuration" in line]
+    if encoding == "json":
+        assert json.loads(line)["variable"] == variable
     assert variable in line
     assert accepted in line
     assert "Starting" not in result.stderr
+
+
+async def test_nats_without_jetstream_is_said_in_one_line_naming_the_server(start_worker: WorkerFactory) -> None:
+    plain = NatsServer(jetstream=False).start()
+    try:
+        worker = start_worker(nats_url=plain.url)
+        await wait_until(lambda: bool(worker.events("JetStream is not enabled")), 20, "the JetStream line")
+        await asyncio.sleep(5)  # two more attempts at least, each quiet
+
+        [line] = worker.events("JetStream is not enabled")
+        assert line["server"] == f"127.0.0.1:{plain.port}"
+        assert "config.jetstream.enabled=true" in line["fix"]
+        assert worker.events("JetStream not ready") == []
+        assert (await worker.get("/_/ready")).status_code == 503
+    finally:
+        plain.close()
+
+
+async def test_start_up_says_what_it_serves_before_it_connects(start_worker: WorkerFactory) -> None:
+    worker = start_worker()
+    await worker.wait_ready()
+
+    order = [e["msg"] for e in worker.events() if e["msg"] in ("Serving", "Connecting to NATS", "Subscribed")]
+    [serving] = worker.events("Serving")
+    assert order == ["Serving", "Connecting to NATS", "Subscribed"]
+    assert (serving["port"], serving["metricsPort"]) == (worker.port, worker.metrics_port)

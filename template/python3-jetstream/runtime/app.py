@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import nats.errors
+import nats.js.errors
 from nats.aio.client import Client
 from prometheus_client import (
     GC_COLLECTOR,
@@ -47,6 +48,8 @@ EXIT_CONNECTION_LOST = 1
 FLUSH_TIMEOUT_S = 5
 #: Pause between attempts to create or bind the stream and consumer.
 TOPOLOGY_RETRY_S = 2.0
+#: Attempts between two reports that the server has no JetStream (a minute).
+JETSTREAM_OFF_REPEAT = 30
 #: Container allocations between young-generation collections, at least and per slot in flight
 #: (CPython's default is 700). One message allocates hundreds, so the default collects every few
 #: messages, and each collection walks every call in flight: about a tenth of the CPU at full
@@ -61,8 +64,9 @@ def main(environ: Mapping[str, str] | None = None) -> int:
     try:
         settings = Settings.from_env(environ)
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        # The same one line as every other bad setting, in the encoding asked for if it is valid.
+        encoding = "json" if environ.get("log_encoding", "").strip().lower() == "json" else "console"
+        return _invalid(logs.configure(encoding=encoding, debug=False), exc)
     log = logs.configure(encoding=settings.log_encoding, debug=settings.debug)
     default_dir = Path(sys.argv[0]).resolve().parent / "function"
     try:
@@ -109,6 +113,7 @@ async def serve(settings: Settings, function: Function, log: FilteringBoundLogge
         ),
     )
     lock = asyncio.create_task(probes.keep_lock(probes.lock_path(environ), state, stopping.is_set))
+    log.info("Serving", port=settings.port, metricsPort=settings.metrics_port, probes="/_/health /_/ready")
     lost = asyncio.Event()
 
     def on_lost() -> None:
@@ -156,7 +161,7 @@ async def _consume(
     async def rebind() -> None:
         await ensure_topology(js, settings, log, needs=context.needs)
 
-    if not await _until_stopped(_prepare(rebind, log), stopping):
+    if not await _until_stopped(_prepare(rebind, client, log), stopping):
         return
     if function.on_connect is not None:
         await function.on_connect(context)
@@ -193,15 +198,35 @@ def _keep_gc_off_the_hot_path(max_inflight: int) -> None:
     gc.set_threshold(max(GC_YOUNG_THRESHOLD, GC_YOUNG_PER_SLOT * max_inflight), middle, old)
 
 
-async def _prepare(rebind: Callable[[], Awaitable[None]], log: FilteringBoundLogger) -> bool:
-    """Ensure the stream and consumer, retrying while JetStream is not ready; True when done."""
+async def _prepare(rebind: Callable[[], Awaitable[None]], client: Client, log: FilteringBoundLogger) -> bool:
+    """Ensure the stream and consumer, retrying while JetStream is not ready; True when done.
+
+    A server without JetStream (OpenFaaS CE's own NATS has none) answers no JetStream request:
+    that is said in one line, repeated once a minute, not as an error every two seconds.
+    """
+    attempts = 0
     while True:
         try:
             await rebind()
             return True
         except (TimeoutError, nats.errors.Error) as exc:
-            log.warning("JetStream not ready", error=describe(exc), retryIn=TOPOLOGY_RETRY_S)
+            if isinstance(exc, nats.errors.NoRespondersError | nats.js.errors.ServiceUnavailableError):
+                if attempts % JETSTREAM_OFF_REPEAT == 0:
+                    log.error(
+                        "JetStream is not enabled",
+                        server=_server(client),
+                        fix="deploy NATS with JetStream enabled (OpenFaaS CE's own NATS has none), e.g. the NATS "
+                        "Helm chart with config.jetstream.enabled=true, and point nats_host or nats_url at it",
+                    )
+            else:
+                log.warning("JetStream not ready", error=describe(exc), retryIn=TOPOLOGY_RETRY_S)
+            attempts += 1
             await asyncio.sleep(TOPOLOGY_RETRY_S)
+
+
+def _server(client: Client) -> str:
+    url = client.connected_url
+    return "" if url is None else f"{url.hostname}:{url.port}"
 
 
 async def _until_stopped(work: Awaitable[T], stopping: asyncio.Event) -> T | None:
