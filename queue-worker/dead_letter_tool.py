@@ -172,7 +172,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, read the worker's settings from the environment, and run."""
     args = _parser().parse_args(argv)
     try:
-        settings = Settings.from_env(os.environ)
+        from .handler import ENV_DEFAULTS  # the worker's own queue, unless the environment names one
+
+        settings = Settings.from_env({**ENV_DEFAULTS, **os.environ})
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -25,6 +25,9 @@ from .transport.http import HTTPTransport
 from .version import USER_AGENT, VERSION
 from .worker import QueueWorker
 
+#: The OpenFaaS queue-worker's topology, as the OpenFaaS charts name it (stack.yml states it too);
+#: the template itself names none, so no other function joins this queue by accident.
+ENV_DEFAULTS = {"queue_name": "faas-request", "nats_durable": "faas-workers", "dead_letter_stream": "faas-dead-letter"}
 #: The OpenFaaS queue-worker's metric names (``queue_worker_pending_messages``, ...), which
 #: dashboards and autoscaling rules rely on, whatever ``metrics_namespace`` says.
 METRICS_NAMESPACE = "queue_worker"

@@ -13,9 +13,10 @@ import pytest
 from nats.aio.client import Client
 
 from harness.natsd import NatsServer
-from harness.servers import wait_until
-from harness.worker import HANDLER, TEMPLATE
-from tests.support import Queue, WorkerFactory, create_stream, stream_messages, wait_for_empty
+from harness.publish import publish_request
+from harness.servers import RecordingServer, wait_until
+from harness.worker import HANDLER, TEMPLATE, WorkerProcess
+from tests.support import Queue, WorkerFactory, create_stream, queued, stream_messages, wait_for_empty
 
 pytestmark = pytest.mark.e2e
 PROBE = Path(__file__).parent / "handlers" / "probe"
@@ -194,3 +195,42 @@ async def test_start_up_says_what_it_serves_before_it_connects(start_worker: Wor
     [serving] = worker.events("Serving")
     assert order == ["Serving", "Connecting to NATS", "Subscribed"]
     assert (serving["port"], serving["metricsPort"]) == (worker.port, worker.metrics_port)
+
+
+STARTER = TEMPLATE / "function"
+
+
+async def test_a_starter_function_with_the_templates_defaults_takes_nothing_from_the_queue_worker(
+    natsd: NatsServer,
+    nc: Client,
+    queue: Queue,
+    gateway: RecordingServer,
+    receiver: RecordingServer,
+    start_worker: WorkerFactory,
+) -> None:
+    worker = start_worker()
+    await worker.wait_ready()
+    # As `faas-cli new --lang python3-jetstream` makes it: no environment at all, and one told
+    # only to listen to the queue-worker's subject.
+    bare = WorkerProcess({"nats_url": natsd.url}, handler_dir=STARTER).start()
+    same_subject = WorkerProcess(
+        {"nats_url": natsd.url, "queue_name": queue.subject, "nats_stream": queue.stream}, handler_dir=STARTER
+    ).start()
+    try:
+        statuses = [await asyncio.to_thread(p.process.wait, 30) for p in (bare, same_subject)]  # type: ignore[union-attr]
+        for i in range(20):
+            await publish_request(nc, queue.subject, queued("echo", f"mine-{i}", receiver.url + "/cb"))
+        await receiver.wait_for(20)
+        await wait_for_empty(nc, queue)
+
+        assert statuses == [78, 78]
+        [no_queue] = bare.events("Invalid configuration")
+        [taken] = same_subject.events("Invalid configuration")
+        assert no_queue["variable"] == "queue_name"
+        assert taken["variable"] == "nats_durable"
+        assert "consumed by another durable consumer" in taken["error"]
+        assert len(gateway.calls_to("echo")) == 20
+        assert same_subject.events("Received") == []
+    finally:
+        bare.close()
+        same_subject.close()

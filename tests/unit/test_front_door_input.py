@@ -102,9 +102,9 @@ def test_a_request_at_exactly_the_header_limit_is_accepted_as_the_worker_counts_
 @pytest.fixture
 async def door() -> AsyncIterator[int]:
     """The front door over real HTTP, with no NATS: what passes its checks gets a 503."""
-    context = Context(Settings.from_env({}), structlog.get_logger(), CollectorRegistry())
+    context = Context(Settings.from_env({"queue_name": "faas-request"}), structlog.get_logger(), CollectorRegistry())
     front = FrontDoor(
-        settings=WorkerSettings.from_env({}),
+        settings=WorkerSettings.from_env({"queue_name": "faas-request"}),
         context=context,
         status=CallStatus("calls", 60),
         cancellations=Cancellations("calls-cancelled", 60),

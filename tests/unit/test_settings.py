@@ -2,12 +2,13 @@ from __future__ import annotations
 
 import pytest
 
+from function.handler import ENV_DEFAULTS
 from function.settings import WorkerSettings
 from runtime import ConfigError, Settings
 
 
-def test_defaults_follow_the_openfaas_chart() -> None:
-    runtime = Settings.from_env({})
+def test_the_queue_workers_defaults_follow_the_openfaas_chart() -> None:
+    runtime = Settings.from_env(ENV_DEFAULTS)
     worker = WorkerSettings.from_env({})
 
     assert runtime.nats_servers == ("nats://nats:4222",)
@@ -22,8 +23,18 @@ def test_defaults_follow_the_openfaas_chart() -> None:
     assert runtime.dead_letter_subject == "faas-dead-letter.faas-request"
 
 
+def test_the_templates_defaults_name_no_queue_of_the_queue_workers() -> None:
+    with pytest.raises(ConfigError, match="queue_name"):
+        Settings.from_env({})
+    mine = Settings.from_env({"queue_name": "orders"})
+
+    assert (mine.stream, mine.durable, mine.dead_letter_stream) == ("orders", "orders-workers", "orders-dead-letter")
+    shared_subject = Settings.from_env({"queue_name": "faas-request"})
+    assert shared_subject.durable != ENV_DEFAULTS["nats_durable"]
+
+
 def test_nats_url_lists_servers_and_wins_over_host_and_port() -> None:
-    settings = Settings.from_env({"nats_url": "nats://a:1, nats://b:2", "nats_host": "ignored"})
+    settings = Settings.from_env({"queue_name": "q", "nats_url": "nats://a:1, nats://b:2", "nats_host": "ignored"})
 
     assert settings.nats_servers == ("nats://a:1", "nats://b:2")
 
@@ -48,7 +59,7 @@ def test_nats_url_lists_servers_and_wins_over_host_and_port() -> None:
 )
 def test_a_bad_runtime_setting_names_the_variable(variable: str, value: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        Settings.from_env({variable: value})
+        Settings.from_env({"queue_name": "q", variable: value})
 
     assert caught.value.variable == variable
     assert variable in str(caught.value)

@@ -81,7 +81,7 @@ def rig(
         cancellations=cancelled,
         results=ResultStore("unused"),
     )
-    context = Context(Settings.from_env({}), structlog.get_logger(), CollectorRegistry())
+    context = Context(Settings.from_env({"queue_name": "faas-request"}), structlog.get_logger(), CollectorRegistry())
     return Rig(worker, gateway, receiver, status, context)
 
 

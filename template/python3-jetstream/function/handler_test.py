@@ -18,7 +18,7 @@ def _event(data: bytes) -> Event:
 
 
 def _context() -> Context:
-    return Context(Settings.from_env({}), structlog.get_logger(), CollectorRegistry())
+    return Context(Settings.from_env({"queue_name": "faas-request"}), structlog.get_logger(), CollectorRegistry())
 
 
 def test_a_message_with_data_is_acked() -> None:

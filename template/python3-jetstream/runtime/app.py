@@ -61,19 +61,21 @@ GC_YOUNG_PER_SLOT = 50
 def main(environ: Mapping[str, str] | None = None) -> int:
     """Run the connector until SIGTERM; returns the exit status."""
     environ = dict(os.environ if environ is None else environ)
-    try:
-        settings = Settings.from_env(environ)
-    except ConfigError as exc:
-        # The same one line as every other bad setting, in the encoding asked for if it is valid.
-        encoding = "json" if environ.get("log_encoding", "").strip().lower() == "json" else "console"
-        return _invalid(logs.configure(encoding=encoding, debug=False), exc)
-    log = logs.configure(encoding=settings.log_encoding, debug=settings.debug)
+    # Until the settings are read, errors go out in the encoding asked for if it is valid.
+    encoding = "json" if environ.get("log_encoding", "").strip().lower() == "json" else "console"
+    early_log = logs.configure(encoding=encoding, debug=False)
     default_dir = Path(sys.argv[0]).resolve().parent / "function"
     try:
         function = load_function(Path(environ.get("handler_dir") or default_dir))
     except HandlerLoadError as exc:
-        log.error("Cannot load the function", error=str(exc))
+        early_log.error("Cannot load the function", error=str(exc))
         return EXIT_CONFIG
+    environ = {**function.env_defaults, **environ}
+    try:
+        settings = Settings.from_env(environ)
+    except ConfigError as exc:
+        return _invalid(early_log, exc)
+    log = logs.configure(encoding=settings.log_encoding, debug=settings.debug)
     return _run(serve(settings, function, log, environ))
 
 

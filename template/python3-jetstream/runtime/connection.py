@@ -11,13 +11,15 @@ import nats.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import NotFoundError
+from nats.js.errors import BadRequestError, NotFoundError
 from structlog.typing import FilteringBoundLogger
 
 from .contract import ConsumerNeeds
 from .errors import ConfigError, describe
 from .settings import Settings
 
+#: JetStream's refusals of a second consumer on a work-queue stream (unfiltered, or overlapping).
+WORK_QUEUE_TAKEN = frozenset({10099, 10100})
 #: Seconds between reconnect attempts to one server; the client cycles through the list.
 RECONNECT_WAIT_S = 2
 
@@ -152,7 +154,20 @@ async def ensure_topology(
     try:
         found = await js.consumer_info(settings.stream, settings.durable)
     except NotFoundError:
-        await js.add_consumer(settings.stream, wanted_consumer)
+        try:
+            await js.add_consumer(settings.stream, wanted_consumer)
+        except BadRequestError as exc:
+            if exc.err_code not in WORK_QUEUE_TAKEN:
+                raise
+            # Another durable already consumes this work queue: a second one would split its
+            # messages between two functions.
+            raise ConfigError(
+                "nats_durable",
+                settings.durable,
+                f"the work-queue stream {settings.stream} is consumed by another durable consumer already; "
+                "give this function a queue_name of its own, or the nats_durable of the replicas it shares "
+                "the work with",
+            ) from None
         log.info("Created consumer", stream=settings.stream, durable=settings.durable)
         return
     problems = consumer_problems(found.config, settings, needs or ConsumerNeeds())

@@ -177,3 +177,6 @@ class Function:
     #: ``METRICS_NAMESPACE`` in handler.py: the prefix of the runtime's metric names, whatever
     #: ``metrics_namespace`` says (a function whose metric names are a contract fixes them).
     metrics_namespace: str | None = None
+    #: ``ENV_DEFAULTS`` in handler.py: settings the function defaults itself (the environment
+    #: still wins); the template's own defaults name no queue, stream or consumer.
+    env_defaults: Mapping[str, str] = field(default_factory=dict)

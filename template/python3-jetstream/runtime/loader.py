@@ -62,4 +62,5 @@ def load_function(directory: Path) -> Function:
         on_shutdown=getattr(module, "on_shutdown", None),
         http_routes=getattr(module, "http_routes", None),
         metrics_namespace=getattr(module, "METRICS_NAMESPACE", None),
+        env_defaults=dict(getattr(module, "ENV_DEFAULTS", {})),
     )

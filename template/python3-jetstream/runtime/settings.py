@@ -56,14 +56,18 @@ class Settings:
             ConfigError: a variable is invalid; the message names it.
         """
         env = Env(environ)
-        queue_name = _subject_token(env, "queue_name", "faas-request")
+        if env.raw("queue_name") is None:
+            # No default: a function made from the template must not join another's queue (the
+            # queue-worker's faas-request, say) and take its messages by accident.
+            raise ConfigError("queue_name", "", "required: the subject this function consumes")
+        queue_name = _subject_token(env, "queue_name", "")
         ack_wait_s = env.duration("ack_wait", 60.0, minimum=1.0)
         return cls(
             nats_servers=_nats_servers(env),
             queue_name=queue_name,
             stream=_subject_token(env, "nats_stream", queue_name),
-            durable=_subject_token(env, "nats_durable", "faas-workers"),
-            dead_letter_stream=_subject_token(env, "dead_letter_stream", "faas-dead-letter"),
+            durable=_subject_token(env, "nats_durable", f"{queue_name}-workers"),
+            dead_letter_stream=_subject_token(env, "dead_letter_stream", f"{queue_name}-dead-letter"),
             stream_replicas=env.integer("nats_stream_replicas", 1, minimum=1, maximum=5),
             max_inflight=env.integer("max_inflight", 50, minimum=1, maximum=100_000),
             handler_error_attempts=env.integer("handler_error_attempts", 10, minimum=1, maximum=10_000),
