@@ -15,7 +15,9 @@ from .handler import handle, on_shutdown, on_startup
 
 
 def _context(environ: dict[str, str]) -> Context:
-    return Context(Settings.from_env({"queue_name": "faas-request"}), structlog.get_logger(), CollectorRegistry(), environ=environ)
+    return Context(
+        Settings.from_env({"queue_name": "faas-request"}), structlog.get_logger(), CollectorRegistry(), environ=environ
+    )
 
 
 def test_a_bad_setting_stops_start_up_naming_the_variable() -> None:
