@@ -136,6 +136,8 @@ def start_worker(natsd: NatsServer, queue: Queue, gateway: RecordingServer) -> I
             "fetch_wait": "250ms",
             "initial_retry_wait": "50ms",
             "max_retry_wait": "400ms",
+            # The one dead-letter stream the tests read, for the probe handler as for the worker.
+            "dead_letter_stream": "faas-dead-letter",
             **queue.env(),
             **env,
         }

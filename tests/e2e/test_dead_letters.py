@@ -15,6 +15,7 @@ from aiohttp import web
 from nats.aio.client import Client
 
 from function.dead_letter_tool import run
+from function.handler import ENV_DEFAULTS
 from harness.natsd import NatsServer
 from harness.publish import QueueRequest, encode, publish_request
 from harness.servers import RecordingServer, answer, wait_until
@@ -77,7 +78,7 @@ async def test_exhausted_undecodable_and_expired_messages_are_kept_and_replay_br
 
     # When the function is healthy again, replaying every dead letter finishes what can be finished.
     healthy = True
-    settings = Settings.from_env({"nats_url": natsd.url, **queue.env()})
+    settings = Settings.from_env({**ENV_DEFAULTS, "nats_url": natsd.url, **queue.env()})
     replay_all = argparse.Namespace(command="replay", all=True, function=[], call_id=[], reason=[])
     assert await run(replay_all, settings) == 0
 

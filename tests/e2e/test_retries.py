@@ -75,7 +75,7 @@ async def test_requests_in_back_off_hold_no_slot_so_fresh_ones_are_not_delayed(
     nc: Client, queue: Queue, gateway: RecordingServer, receiver: RecordingServer, start_worker: WorkerFactory
 ) -> None:
     gateway.behaviours["cold"] = _once_per_call(503)
-    worker = start_worker(max_inflight="2", initial_retry_wait="2s")
+    worker = start_worker(max_inflight="2", initial_retry_wait="2s", max_retry_wait="2s")
     await worker.wait_ready()
     for i in range(6):
         await publish_request(nc, queue.subject, queued("cold", f"cold-{i}", receiver.url + f"/cold/{i}"))
@@ -97,14 +97,14 @@ async def test_requests_waiting_to_retry_survive_a_killed_worker(
     nc: Client, queue: Queue, gateway: RecordingServer, receiver: RecordingServer, start_worker: WorkerFactory
 ) -> None:
     gateway.behaviours["cold"] = _once_per_call(503)
-    first = start_worker(initial_retry_wait="1s")
+    first = start_worker(initial_retry_wait="1s", max_retry_wait="1s")
     await first.wait_ready()
     for i in range(5):
         await publish_request(nc, queue.subject, queued("cold", f"k-{i}", receiver.url + f"/cb/{i}"))
     await wait_until(lambda: len(first.events("Redeliver later")) == 5, 10, "all five waiting to retry")
 
     first.kill()
-    second = start_worker(initial_retry_wait="1s")
+    second = start_worker(initial_retry_wait="1s", max_retry_wait="1s")
     await second.wait_ready()
 
     await receiver.wait_for(5)
