@@ -97,7 +97,7 @@ class QueueWorker:
         now = datetime.now(UTC)
         name = self._function_name(request)
         if event.attempt == 1:
-            self.metrics.queue_wait.labels(context.settings.queue_name, name).observe(queued_for(request, event, now))
+            self.metrics.queue_wait.labels(self.metrics.queue, name).observe(queued_for(request, event, now))
         age = (now - event.published_at).total_seconds()
         if self.settings.max_message_age_s and age > self.settings.max_message_age_s:
             log.warning("Too old to invoke", age=round(age, 3), maxAge=self.settings.max_message_age_s)
@@ -125,7 +125,7 @@ class QueueWorker:
                 # Refused before invoking: the call would have nowhere allowed to report to.
                 return self._refuse(request, facts, url, str(exc), log)
         self.status.started(request.call_id, request.function, event.attempt)
-        invocation = await self._invoke(request, name, context.settings.queue_name, log)
+        invocation = await self._invoke(request, name, log)
         status = invocation.response.status
         facts = Facts(request.call_id, request.function, event.attempt, status, invocation.duration_s)
         decision = decide(
@@ -171,11 +171,12 @@ class QueueWorker:
         self.metrics.callbacks.labels(self.metrics.queue, "refused").inc()
         return Decided(DeadLetter("callback_refused", {**_identity(request), "reason": why}), facts)
 
-    async def _invoke(self, request: QueueRequest, name: str, queue: str, log: FilteringBoundLogger) -> Invocation:
+    async def _invoke(self, request: QueueRequest, name: str, log: FilteringBoundLogger) -> Invocation:
         if self.settings.debug:
             # At info this would be a second line per call; "Invoked" below carries the same fields.
             log.debug("Invoke", bytes=len(request.body), target=request.invoke_path())
             log.debug("Request body", body=request.body.decode("utf-8", "replace"))
+        queue = self.metrics.queue
         inflight = self.metrics.inflight.labels(queue, name)
         inflight.inc()
         try:
