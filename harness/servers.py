@@ -63,6 +63,11 @@ class RecordingServer:
     behaviours: dict[str, Behaviour] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
     calls: list[Call] = field(default_factory=list)
+    #: The gateway's API (``/system/...``): its calls are kept apart, answered by ``system`` if
+    #: set, else as a gateway that knows every function, with ``annotations`` by function name.
+    system_calls: list[Call] = field(default_factory=list)
+    system: Behaviour | None = None
+    annotations: dict[str, dict[str, str]] = field(default_factory=dict)
     _runner: web.AppRunner | None = None
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -89,7 +94,8 @@ class RecordingServer:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         peer = request.transport.get_extra_info("peername") if request.transport else None
-        self.calls.append(
+        system = request.path.startswith("/system/")
+        (self.system_calls if system else self.calls).append(
             Call(
                 request.method,
                 request.path_qs,
@@ -100,9 +106,18 @@ class RecordingServer:
             )
         )
         self._changed.set()
+        if system:
+            return await (self.system or self._system)(request, body)
         parts = request.path.split("/")
         name = parts[2] if len(parts) > 2 and parts[1] == "function" else ""
         return await self.behaviours.get(name, self.default)(request, body)
+
+    async def _system(self, request: web.Request, body: bytes) -> web.Response:
+        """``GET /system/function/<name>`` as the gateway answers it: every function exists,
+        with the annotations ``annotations`` gives it."""
+        name = request.path.rsplit("/", 1)[1]
+        status = {"name": name, "namespace": request.query.get("namespace", "openfaas-fn"), "replicas": 1}
+        return web.json_response({**status, "annotations": self.annotations.get(name, {})})
 
     def calls_to(self, function: str) -> list[Call]:
         """Calls whose path is ``/function/<function>/...``."""

@@ -4,9 +4,23 @@
 and answers 202 with ``X-Call-Id`` (generated when the caller sent none). The call id is the
 message's ``Nats-Msg-Id``, so the same call submitted twice within the stream's duplicate window
 is stored once. ``GET /async-function/{call-id}`` answers the call's status as JSON, and
-``DELETE /async-function/{call-id}`` cancels a call that has not finished: it is not invoked
-again, and its callback says so. Served on ``port``, so also through the gateway at
-``/function/queue-worker/async-function/...``.
+``DELETE /async-function/{call-id}`` cancels a call that has not finished. Served on ``port``,
+so also through the gateway at ``/function/queue-worker/async-function/...``.
+
+What a cancel can stop is what has not started: a call is never invoked after its DELETE is
+answered, except for an attempt already under way, which no one can stop through the gateway.
+
+- ``queued``: 202; the worker that takes it posts the callback (``X-Call-Status: cancelled``,
+  ``X-Function-Status: 0``) instead of invoking it.
+- ``running``: 202; the attempt finishes and its result stands if it is final (``succeeded``,
+  or ``failed`` with a status not retried); a retry it would have had becomes ``cancelled``,
+  and the callback carries that attempt's status and body.
+- ``waiting`` for a retry: 200; the message is taken out of the stream and the callback posted
+  at once, unless the attempt is due within :data:`WITHDRAW_MARGIN_S` (then as ``queued``).
+- finished: 409, with the status.
+
+Until a worker acts on it, GET answers the call's state with ``"cancelRequested": true``; it
+says ``cancelled`` only once nothing more will run.
 """
 
 from __future__ import annotations
@@ -16,7 +30,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from urllib.parse import quote
 
@@ -26,9 +40,10 @@ from aiohttp import web
 from runtime import Context, NotConnected, describe
 
 from .callbacks.guard import Undeliverable, check
+from .retry import ANNOTATION_PREFIX
 from .settings import WorkerSettings
 from .status.cancellations import Cancellations
-from .status.state import FINAL
+from .status.state import FINAL, CallState, Record
 from .status.store import CallStatus
 from .transport import Transport, TransportError
 from .transport.headers import basic_authorization, canonical_header
@@ -36,51 +51,99 @@ from .wire.gourl import URLError, parse
 from .wire.queue_request import QueueRequest, encode
 from .wire.target import InvalidTarget
 
+#: Functions whose answers are remembered at once; past this the memory starts afresh (the
+#: names come from callers, so they must not grow it without bound).
+MAX_KNOWN_FUNCTIONS = 4096
+#: Longest the gateway is waited for when asked about a function: the caller is waiting too.
+LOOKUP_TIMEOUT_S = 5.0
 #: Room the stream needs besides the message itself (the Nats-Msg-Id header and framing).
 HEADER_ROOM = 512
+#: A waiting call due sooner than this is left to the worker that takes it, so a withdrawal
+#: never races a delivery that is starting.
+WITHDRAW_MARGIN_S = 1.0
 #: A call id is also the message's ``Nats-Msg-Id`` and a status key: visible ASCII, bounded.
 CALL_ID = re.compile(r"[!-~]{1,256}")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: Takes a waiting call's message out of the stream and settles it as cancelled (the worker's).
+Withdraw = Callable[[str, int, int, Context], Awaitable[Record | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionInfo:
+    """What the gateway says of a function: whether it exists, and its retry annotations."""
+
+    found: bool
+    retry_annotations: Mapping[str, str] = field(default_factory=dict)
+
+
+def function_info(status: int, body: bytes) -> FunctionInfo:
+    """Read the gateway's answer to ``GET /system/function/<name>``. Pure.
+
+    Only ``com.openfaas.retry.*`` annotations are kept: they are what the worker reads from a
+    request, as the OpenFaaS Pro gateway stores them; the rest stay with the gateway.
+
+    Raises:
+        GatewayUnavailable: neither 200 nor 404, or a 200 that is not a function's status.
+    """
+    if status == 404:
+        return FunctionInfo(found=False)
+    if status != 200:
+        raise GatewayUnavailable(
+            f"status {status}" + (" (the gateway wants credentials)" if status in (401, 403) else "")
+        )
+    try:
+        annotations = json.loads(body).get("annotations") or {}
+        kept = {k: v for k, v in annotations.items() if k.startswith(ANNOTATION_PREFIX) and isinstance(v, str)}
+    except (ValueError, AttributeError) as exc:
+        raise GatewayUnavailable(f"not a function's status: {exc}") from None
+    return FunctionInfo(found=True, retry_annotations=kept)
 
 
 @dataclass
-class FunctionCheck:
-    """Asks the gateway whether a function exists, remembering answers for a few seconds."""
+class Functions:
+    """Asks the gateway about functions, remembering each answer (or failure) for ``ttl_s``."""
 
     transport: Transport
     gateway_url: str
     credentials: tuple[str, str] | None
     ttl_s: float
-    known: dict[str, tuple[bool, float]] = field(default_factory=dict)
+    known: dict[str, tuple[FunctionInfo | GatewayUnavailable, float]] = field(default_factory=dict)
 
-    async def exists(self, function: str) -> bool:
-        """Whether the gateway knows ``function`` (``name`` or ``name.namespace``).
+    async def info(self, function: str) -> FunctionInfo:
+        """What the gateway says of ``function`` (``name`` or ``name.namespace``).
 
         Raises:
-            GatewayUnavailable: the gateway could not be asked, or answered neither 200 nor 404.
+            GatewayUnavailable: the gateway could not be asked or gave no usable answer (a
+                failure is remembered too, so a gateway that is down costs one wait per ttl).
         """
         cached = self.known.get(function)
-        if cached is not None and cached[1] > time.monotonic():
-            return cached[0]
+        if cached is None or cached[1] <= time.monotonic():
+            cached = (await self._ask(function), time.monotonic() + self.ttl_s)
+            if len(self.known) >= MAX_KNOWN_FUNCTIONS:
+                self.known.clear()
+            self.known[function] = cached
+        if isinstance(cached[0], GatewayUnavailable):
+            raise cached[0]
+        return cached[0]
+
+    async def _ask(self, function: str) -> FunctionInfo | GatewayUnavailable:
         name, _, namespace = function.partition(".")
         target = f"/system/function/{quote(name, safe='')}" + (f"?namespace={quote(namespace)}" if namespace else "")
         headers = [("Authorization", basic_authorization(*self.credentials))] if self.credentials else []
         try:
             response = await self.transport.request("GET", self.gateway_url + target, headers, b"")
+            return function_info(response.status, response.body)
         except TransportError as exc:
-            raise GatewayUnavailable(describe(exc)) from exc
-        if response.status not in (200, 404):
-            raise GatewayUnavailable(f"status {response.status}")
-        found = response.status == 200
-        self.known[function] = (found, time.monotonic() + self.ttl_s)
-        return found
+            return GatewayUnavailable(describe(exc))
+        except GatewayUnavailable as exc:
+            return exc
 
     def close(self) -> None:
         self.transport.close()
 
 
 class GatewayUnavailable(Exception):
-    """The gateway could not say whether a function exists."""
+    """The gateway could not say whether a function exists, or what its annotations are."""
 
 
 class Refused(ValueError):
@@ -162,18 +225,22 @@ class FrontDoor:
         context: Context,
         status: CallStatus,
         cancellations: Cancellations,
-        check: FunctionCheck | None,
+        functions: Functions | None,
+        withdraw: Withdraw,
     ) -> None:
+        self._withdraw = withdraw
         self._settings = settings
         self._context = context
         self._status = status
         self._cancellations = cancellations
-        self._check = check
+        self._functions = functions
+        #: When the last "cannot read annotations" warning was logged (monotonic), to log one a minute.
+        self._warned_at = -60.0
 
     def close(self) -> None:
-        """Close the existence check's connections."""
-        if self._check is not None:
-            self._check.close()
+        """Close the gateway lookups' connections."""
+        if self._functions is not None:
+            self._functions.close()
 
     def routes(self) -> list[web.AbstractRouteDef]:
         """The aiohttp routes, behind basic auth when it is configured."""
@@ -216,7 +283,7 @@ class FrontDoor:
         limit = self._limit()
         if request.content_length is not None and request.content_length > limit:
             raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
-        await self._require_function(queued.function)
+        queued = await self._ask_gateway(queued)
         data = encode(replace(queued, body=await request.read()))
         if len(data) > limit:
             raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(data))
@@ -232,15 +299,31 @@ class FrontDoor:
         configured = self._settings.limits.max_body
         return min(configured, server) if configured else server
 
-    async def _require_function(self, name: str) -> None:
-        if self._check is None:
-            return
+    async def _ask_gateway(self, queued: QueueRequest) -> QueueRequest:
+        """Refuse an unknown function (``check_function_exists``) and store the function's
+        retry annotations in the request (``retry_annotations``), as the Pro gateway does."""
+        if self._functions is None:
+            return queued
         try:
-            found = await self._check.exists(name)
-        except GatewayUnavailable:
-            raise web.HTTPServiceUnavailable(text="cannot ask the gateway whether the function exists") from None
-        if not found:
-            raise web.HTTPNotFound(text=f"no function {name}")
+            info = await self._functions.info(queued.function)
+        except GatewayUnavailable as exc:
+            if self._settings.check_function_exists:
+                raise web.HTTPServiceUnavailable(text="cannot ask the gateway whether the function exists") from None
+            # Async work is not refused for want of annotations; the operator is told how often it happens.
+            if time.monotonic() - self._warned_at >= 60:
+                self._warned_at = time.monotonic()
+                self._context.log.warning(
+                    "Cannot read function annotations; queued with the worker's retry settings",
+                    function=queued.function,
+                    error=str(exc),
+                    hint="check gateway_url; mount basic-auth-user and basic-auth-password if the gateway wants them",
+                )
+            return queued
+        if not info.found and self._settings.check_function_exists:
+            raise web.HTTPNotFound(text=f"no function {queued.function}")
+        if info.retry_annotations and self._settings.retry_annotations:
+            return replace(queued, annotations=info.retry_annotations)
+        return queued
 
     async def _store(self, call_id: str, function: str, data: bytes) -> None:
         """Record the call, then publish it; a 503 unless the stream confirmed it."""
@@ -256,26 +339,43 @@ class FrontDoor:
 
     async def lookup(self, request: web.Request) -> web.Response:
         """The call's last recorded status as JSON, or 404."""
-        status = await self._read(request.match_info["call_id"])
+        call_id = request.match_info["call_id"]
+        status = await self._read(call_id)
         if status is None:
             raise web.HTTPNotFound(text="no such call")
+        if call_id in self._cancellations and status.get("state") not in FINAL:
+            status["cancelRequested"] = True
         return web.json_response(status)
 
     async def cancel(self, request: web.Request) -> web.Response:
-        """Cancel a call that has not finished: 202; 404 when unknown; 409 when it already ended."""
+        """Cancel a call that has not finished (see the module's docstring for what that stops):
+        200 when it is cancelled now, 202 when the worker that has it will; 404 when unknown;
+        409 when it already ended."""
         call_id = request.match_info["call_id"]
         status = await self._read(call_id)
         if status is None:
             raise web.HTTPNotFound(text="no such call")
         if status.get("state") in FINAL:
             raise web.HTTPConflict(text=json.dumps(status), content_type="application/json")
+        headers = {"X-Call-Id": call_id}
         try:
-            client = self._context.nats()
-            await self._cancellations.cancel(client, call_id)
-            await self._status.mark_cancelled(client, call_id, str(status.get("function", "")))
+            await self._cancellations.cancel(self._context.nats(), call_id)
+            withdrawn = await self._withdraw_waiting(call_id, status)
         except (NotConnected, nats.errors.Error, TimeoutError):
             raise web.HTTPServiceUnavailable(text="cannot record the cancellation now") from None
-        return web.Response(status=202, headers={"X-Call-Id": call_id})
+        if withdrawn is not None:
+            body = {"callId": call_id, "function": withdrawn.function, "state": withdrawn.state, **withdrawn.fields}
+            return web.json_response(body, headers=headers)
+        return web.json_response({**status, "cancelRequested": True}, status=202, headers=headers)
+
+    async def _withdraw_waiting(self, call_id: str, status: dict[str, object]) -> Record | None:
+        """Settle a call waiting for a retry now, rather than at its next attempt."""
+        seq, attempts, due = status.get("seq"), status.get("attempt"), status.get("nextAttemptAt")
+        if status.get("state") != CallState.WAITING or not isinstance(seq, int) or not isinstance(attempts, int):
+            return None
+        if not isinstance(due, int | float) or due - time.time() < WITHDRAW_MARGIN_S:
+            return None
+        return await self._withdraw(call_id, seq, attempts, self._context)
 
     async def _read(self, call_id: str) -> dict[str, object] | None:
         if CALL_ID.fullmatch(call_id) is None:

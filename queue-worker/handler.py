@@ -15,7 +15,7 @@ from runtime import Context, Event, Outcome
 
 from .callbacks.guard import guarded_resolver
 from .callbacks.results import ResultStore
-from .front_door import FrontDoor, FunctionCheck
+from .front_door import LOOKUP_TIMEOUT_S, FrontDoor, Functions
 from .invoke import Invoker
 from .metrics import WorkerMetrics
 from .settings import WorkerSettings
@@ -25,13 +25,15 @@ from .transport.http import HTTPTransport
 from .version import USER_AGENT, VERSION
 from .worker import QueueWorker
 
+#: Owner of the durable consumer: another function given this queue's ``nats_durable`` is refused.
+NAME = "queue-worker"
 #: The OpenFaaS queue-worker's topology, as the OpenFaaS charts name it (stack.yml states it too);
 #: the template itself names none, so no other function joins this queue by accident.
 ENV_DEFAULTS = {"queue_name": "faas-request", "nats_durable": "faas-workers", "dead_letter_stream": "faas-dead-letter"}
 #: The OpenFaaS queue-worker's metric names (``queue_worker_pending_messages``, ...), which
 #: dashboards and autoscaling rules rely on, whatever ``metrics_namespace`` says.
 METRICS_NAMESPACE = "queue_worker"
-#: Idle connections kept for the function-existence check: one short GET per function every few seconds.
+#: Idle connections kept for asking the gateway about functions: one short GET per function every few seconds.
 CHECK_CONNECTIONS = 8
 
 
@@ -63,21 +65,19 @@ async def on_startup(context: Context) -> None:
         on_failure=lambda reason: metrics.status_failures.labels(metrics.queue, reason).inc(),
     )
     cancellations = Cancellations(f"{settings.call_status_bucket}-cancelled", settings.call_status_ttl_s, replicas)
-    check = None
-    if settings.check_function_exists:
-        check = FunctionCheck(
+    functions = None
+    if settings.check_function_exists or settings.retry_annotations:
+        functions = Functions(
             transport=HTTPTransport(
-                timeout_s=settings.upstream_timeout_s, user_agent=USER_AGENT, max_idle=CHECK_CONNECTIONS
+                timeout_s=min(settings.upstream_timeout_s, LOOKUP_TIMEOUT_S),
+                user_agent=USER_AGENT,
+                max_idle=CHECK_CONNECTIONS,
             ),
             gateway_url=settings.gateway_url,
             credentials=settings.gateway_credentials,
             ttl_s=settings.function_cache_ttl_s,
         )
-    context.state["front_door"] = FrontDoor(
-        settings=settings, context=context, status=status, cancellations=cancellations, check=check
-    )
-    context.state["status"], context.state["cancellations"] = status, cancellations
-    context.state["worker"] = QueueWorker(
+    worker = QueueWorker(
         settings=settings,
         invoker=Invoker(transport=gateway, gateway_url=settings.gateway_url),
         callbacks=callbacks,
@@ -87,6 +87,16 @@ async def on_startup(context: Context) -> None:
         cancellations=cancellations,
         results=ResultStore(settings.callback_results_bucket, replicas),
     )
+    context.state["front_door"] = FrontDoor(
+        settings=settings,
+        context=context,
+        status=status,
+        cancellations=cancellations,
+        functions=functions,
+        withdraw=worker.withdraw,
+    )
+    context.state["status"], context.state["cancellations"] = status, cancellations
+    context.state["worker"] = worker
     context.log.info(
         "Queue-worker configured",
         gateway=settings.gateway_url,

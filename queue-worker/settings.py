@@ -38,6 +38,8 @@ class WorkerSettings:
     #: Object store bucket for results too large to travel in a callback job.
     callback_results_bucket: str
     check_function_exists: bool
+    #: Copy each function's ``com.openfaas.retry.*`` annotations into the requests the front door queues.
+    retry_annotations: bool
     function_cache_ttl_s: float
     #: Basic auth for the front door's routes, from the OpenFaaS secrets below, or None.
     front_door_credentials: tuple[str, str] | None
@@ -90,6 +92,7 @@ class WorkerSettings:
             call_status_bucket=env.string("call_status_bucket", "queue-worker-calls"),
             callback_results_bucket=env.string("callback_results_bucket", "queue-worker-results"),
             check_function_exists=env.boolean("check_function_exists", False),
+            retry_annotations=env.boolean("retry_annotations", True),
             function_cache_ttl_s=env.duration("function_cache_ttl", 5.0),
             front_door_credentials=_front_door_credentials(env),
             gateway_credentials=_basic_auth(env),

@@ -15,6 +15,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
+import nats.js.errors
+from nats.js.errors import NotFoundError
 from structlog.typing import FilteringBoundLogger
 
 from runtime import Ack, Context, DeadLetter, Event, Outcome, Retry
@@ -26,9 +28,9 @@ from .callbacks.post import CallbackInfo, Posted, post_callback
 from .callbacks.results import ResultStore
 from .invoke import Invocation, Invoker
 from .metrics import WorkerMetrics
-from .retry import RetryLater, decide
+from .retry import Final, RetryLater, decide
 from .settings import WorkerSettings
-from .status.state import CallState, Facts, record_for
+from .status.state import CallState, Facts, Record, record_for
 from .status.store import StatusWriter
 from .transport import Response, Transport
 from .wire.queue_request import INVALID_REQUEST, DecodeError, QueueRequest, decode
@@ -87,13 +89,13 @@ class QueueWorker:
             reason = "invalid_request" if exc.reason == INVALID_REQUEST else "undecodable"
             return Decided(DeadLetter(reason, {"error": str(exc)}), None)
         log = context.log.bind(callId=request.call_id, function=request.function)
-        facts = Facts(request.call_id, request.function, event.attempt)
+        facts = Facts(request.call_id, request.function, event.attempt, seq=event.stream_seq)
         too_large = self.settings.limits.problem(request.header, len(request.body))
         if too_large is not None:
             log.error("Request over limits", problem=too_large)
             return Decided(DeadLetter("limits", {**_identity(request), "problem": too_large}), facts)
         if request.call_id in self.cancellations:
-            return await self._cancelled(request, facts, event, context, log)
+            return await self._cancelled(request, facts, context, log)
         now = datetime.now(UTC)
         name = self._function_name(request)
         if event.attempt == 1:
@@ -127,7 +129,9 @@ class QueueWorker:
         self.status.started(request.call_id, request.function, event.attempt)
         invocation = await self._invoke(request, name, log)
         status = invocation.response.status
-        facts = Facts(request.call_id, request.function, event.attempt, status, invocation.duration_s)
+        facts = Facts(
+            request.call_id, request.function, event.attempt, status, invocation.duration_s, seq=event.stream_seq
+        )
         decision = decide(
             policy,
             status=status,
@@ -138,32 +142,77 @@ class QueueWorker:
             now=datetime.now(UTC),
         )
         if isinstance(decision, RetryLater):
-            self.metrics.retries.labels(self.metrics.queue, name, str(status)).inc()
-            return Decided(Retry(decision.delay_s, reason=f"status {status}"), facts)
-        if destination is not None:
-            info = CallbackInfo(request.call_id, request.function, event.attempt - 1, policy.max_retries)
-            if not await self._callback(destination, invocation, info, event, context, log):
-                return self._refuse(request, facts, url or "", "resolves to a forbidden address", log)
-        if decision.exhausted:
+            if request.call_id not in self.cancellations:
+                self.metrics.retries.labels(self.metrics.queue, name, str(status)).inc()
+                return Decided(Retry(decision.delay_s, reason=f"status {status}"), facts)
+            # Cancelled while this attempt ran: it stands as the last one, and nothing follows.
+            log.info("Cancelled, not retried", status=status)
+            facts = facts._replace(cancelled=True)
+        info = CallbackInfo(
+            request.call_id,
+            request.function,
+            event.attempt - 1,
+            policy.max_retries,
+            state=CallState.CANCELLED if facts.cancelled else None,
+        )
+        if destination is not None and not await self._callback(
+            destination, invocation, info, event.stream_seq, context, log
+        ):
+            return self._refuse(request, facts, url or "", "resolves to a forbidden address", log)
+        if isinstance(decision, Final) and decision.exhausted:
             log.warning("Retries exhausted", status=status, attempts=event.attempt)
             return Decided(DeadLetter("exhausted", {**_identity(request), **_last_result(invocation)}), facts)
-        return Decided(Ack(reason=f"status {status}"), facts)
+        return Decided(Ack(reason="cancelled" if facts.cancelled else f"status {status}"), facts)
 
     async def _cancelled(
-        self, request: QueueRequest, facts: Facts, event: Event, context: Context, log: FilteringBoundLogger
+        self, request: QueueRequest, facts: Facts, context: Context, log: FilteringBoundLogger
     ) -> Decided:
-        """Not invoked: the call was cancelled. The callback says so, with status 0."""
+        """Not invoked (``facts.attempt`` would have been the next attempt): the call was
+        cancelled. The callback says so, with status 0 and the retries made before."""
         log.info("Cancelled, not invoked")
         url = request.callback_url()
         if url is not None:
-            info = CallbackInfo(request.call_id, request.function, event.attempt - 1, 0, state=CallState.CANCELLED)
+            policy, _ = self.settings.retry.with_annotations(request.annotations)
+            retries = max(0, facts.attempt - 2)  # attempts made, minus the first
+            info = CallbackInfo(request.call_id, request.function, retries, policy.max_retries, CallState.CANCELLED)
             try:
                 destination = check(self.settings.callback_allowlist, url)
             except Undeliverable as exc:
                 log.warning("Callback refused", url=self._loggable(url), reason=str(exc))
             else:
-                await self._callback(destination, Invocation(Response(0), 0.0), info, event, context, log)
-        return Decided(Ack(reason="cancelled"), Facts(facts.call_id, facts.function, facts.attempt, cancelled=True))
+                await self._callback(destination, Invocation(Response(0), 0.0), info, facts.seq, context, log)
+        return Decided(Ack(reason="cancelled"), facts._replace(cancelled=True))
+
+    async def withdraw(self, call_id: str, seq: int, attempts: int, context: Context) -> Record | None:
+        """Cancel now a call whose message waits in the stream for its next attempt: take the
+        message out (so no worker gets it), post its callback and record ``cancelled``.
+
+        Returns:
+            The record written; ``None`` when the message is not there any more (a worker has
+            taken it, or another replica withdrew it), and the worker that has it will see the
+            cancel instead.
+        """
+        js = context.nats().jetstream()
+        stream = context.settings.stream
+        try:
+            stored = await js.get_msg(stream, seq)
+            request = decode(stored.data or b"")
+        except (NotFoundError, DecodeError):
+            return None
+        if request.call_id != call_id:
+            return None
+        try:
+            # Exactly one of any racing replicas gets to delete it.
+            await js.delete_msg(stream, seq)
+        except nats.js.errors.Error:
+            return None
+        log = context.log.bind(callId=call_id, function=request.function, streamSeq=seq)
+        facts = Facts(call_id, request.function, attempts + 1, seq=seq)
+        decided = await self._cancelled(request, facts, context, log)
+        assert decided.facts is not None
+        record = record_for(decided.outcome, decided.facts)
+        await self.status.write(record)
+        return record
 
     def _refuse(self, request: QueueRequest, facts: Facts, url: str, why: str, log: FilteringBoundLogger) -> Decided:
         """A callback destination that is not allowed: nothing is sent there; the request is kept."""
@@ -202,7 +251,7 @@ class QueueWorker:
         destination: Destination,
         invocation: Invocation,
         info: CallbackInfo,
-        event: Event,
+        seq: int,
         context: Context,
         log: FilteringBoundLogger,
     ) -> bool:
@@ -215,7 +264,7 @@ class QueueWorker:
             return not posted.refused
         job = CallbackJob(destination.url, invocation, info)
         # One job per stored request, even if the request itself is redelivered after a crash.
-        job_id = f"callback-{context.settings.stream}-{event.stream_seq}"
+        job_id = f"callback-{context.settings.stream}-{seq}"
         data = job.encode()
         client = context.nats()
         if len(data) > client.max_payload - JOB_ROOM:

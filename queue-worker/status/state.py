@@ -44,8 +44,10 @@ class Facts(NamedTuple):
     #: The function's status, when it was invoked on this delivery.
     status: int | None = None
     duration_s: float | None = None
-    #: Not invoked, because the call was cancelled.
+    #: Ended by a cancel: not invoked on this delivery, or (with ``status``) not retried after it.
     cancelled: bool = False
+    #: The message's sequence in its stream, kept while the call waits so a cancel can withdraw it.
+    seq: int = 0
 
 
 class Record(NamedTuple):
@@ -63,6 +65,8 @@ def record_for(outcome: Outcome, facts: Facts, *, now: float | None = None) -> R
     fields: dict[str, Any]
     if isinstance(outcome, Retry):
         fields = {"attempt": facts.attempt, "nextAttemptAt": (now or time.time()) + outcome.delay_s}
+        if facts.seq:
+            fields["seq"] = facts.seq
         if facts.status is not None:
             fields["lastStatus"] = facts.status
         return Record(facts.call_id, facts.function, CallState.WAITING, fields)
@@ -76,6 +80,8 @@ def record_for(outcome: Outcome, facts: Facts, *, now: float | None = None) -> R
     if isinstance(outcome, Ack | Terminate):
         if facts.cancelled:
             state = CallState.CANCELLED
+            # Attempts made: this delivery's only if it ran before the cancel was seen.
+            fields["attempts"] = facts.attempt if facts.status is not None else facts.attempt - 1
         elif facts.status is not None:
             state = state_of_status(facts.status)
         else:

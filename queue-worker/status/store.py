@@ -213,12 +213,6 @@ class CallStatus:
         status: dict[str, Any] = json.loads(entry.value)
         return status
 
-    async def mark_cancelled(self, client: Client, call_id: str, function: str) -> None:
-        """Record ``cancelled`` and wait until the bucket has it."""
-        await (await client.jetstream().key_value(self.bucket)).put(
-            key(call_id), encode(call_id, function, CallState.CANCELLED)
-        )
-
     async def close(self) -> None:
         for due in self._due.values():
             due.cancel()

@@ -17,7 +17,7 @@ from nats.aio.msg import Msg
 
 from function.wire.queue_request import decode
 from harness.natsd import NatsServer
-from harness.servers import RecordingServer, wait_until
+from harness.servers import RecordingServer, answer, wait_until
 from harness.worker import WorkerProcess
 from tests.fixtures_io import load_vectors
 from tests.support import Queue, WorkerFactory, stream_messages, wait_for_empty
@@ -141,9 +141,11 @@ async def test_an_unknown_function_gets_404_when_existence_is_checked(
     async def system(request: web.Request, body: bytes) -> web.Response:
         authorized = request.headers.get("Authorization") == "Basic " + base64.b64encode(b"admin:s3cret").decode()
         known = request.path == "/system/function/figlet" and request.query.get("namespace") == "openfaas-fn"
-        return web.Response(status=200 if authorized and known else 404)
+        if not (authorized and known):
+            return web.Response(status=404, text="not found")
+        return web.json_response({"name": "figlet", "namespace": "openfaas-fn", "annotations": {}})
 
-    gateway.default = system
+    gateway.system = system
     worker = start_worker(check_function_exists="true", secret_mount_path=str(tmp_path))
     await worker.wait_ready()
 
@@ -152,8 +154,7 @@ async def test_an_unknown_function_gets_404_when_existence_is_checked(
         known = await client.post(_url(worker, "/async-function/figlet.openfaas-fn"), content=b"x")
 
     assert (missing.status_code, known.status_code) == (404, 202)
-    system_calls = [c for c in gateway.calls if c.path_qs.startswith("/system/function/")]
-    assert len(system_calls) == 2
+    assert len(gateway.system_calls) == 2
 
 
 async def test_503_when_the_stream_cannot_be_written(private_natsd: NatsServer, start_worker: WorkerFactory) -> None:
@@ -168,7 +169,7 @@ async def test_503_when_the_stream_cannot_be_written(private_natsd: NatsServer, 
     assert answer.status_code == 503
 
 
-async def test_status_follows_a_call_that_retries_and_cancel_stops_one_in_back_off(
+async def test_status_follows_a_call_that_retries(
     nc: Client, queue: Queue, gateway: RecordingServer, receiver: RecordingServer, start_worker: WorkerFactory
 ) -> None:
     answers = itertools.chain([503, 503], itertools.repeat(200))
@@ -176,10 +177,7 @@ async def test_status_follows_a_call_that_retries_and_cancel_stops_one_in_back_o
     async def flaky(request: web.Request, body: bytes) -> web.Response:
         return web.Response(status=next(answers))
 
-    async def down(request: web.Request, body: bytes) -> web.Response:
-        return web.Response(status=503)
-
-    gateway.behaviours.update({"flaky": flaky, "down": down})
+    gateway.behaviours["flaky"] = flaky
     worker = start_worker(initial_retry_wait="400ms", max_retry_wait="400ms")
     await worker.wait_ready()
     seen: list[str] = []
@@ -202,29 +200,13 @@ async def test_status_follows_a_call_that_retries_and_cancel_stops_one_in_back_o
             await asyncio.sleep(0.02)
         final = await state()
 
-        # Then one that always fails, cancelled while it waits for its second attempt
-        doomed = await client.post(
-            _url(worker, "/async-function/down"), content=b"x", headers={"X-Callback-Url": receiver.url + "/cb"}
-        )
-        doomed_id = doomed.headers["X-Call-Id"]
-        await wait_until(lambda: len(gateway.calls_to("down")) == 1, 10, "first attempt")
-        await asyncio.sleep(0.1)
-        cancelled = await client.delete(_url(worker, f"/async-function/{doomed_id}"))
-        [callback] = await receiver.wait_for(1)
-        again = await client.delete(_url(worker, f"/async-function/{doomed_id}"))
         unknown_get = await client.get(_url(worker, "/async-function/no-such-call"))
         unknown_delete = await client.delete(_url(worker, "/async-function/no-such-call"))
-        doomed_status = (await client.get(_url(worker, f"/async-function/{doomed_id}"))).json()
 
     assert seen[-1] == "succeeded"
     assert "waiting" in seen
     assert (final["attempt"], final["status"], final["function"]) == (3, 200, "flaky")
-    assert cancelled.status_code == 202
-    assert (callback.header("X-Call-Status"), callback.header("X-Function-Status")) == ("cancelled", "0")
-    await wait_for_empty(nc, queue)
-    assert len(gateway.calls_to("down")) == 1  # never invoked again
-    assert doomed_status["state"] == "cancelled"
-    assert (again.status_code, unknown_get.status_code, unknown_delete.status_code) == (409, 404, 404)
+    assert (unknown_get.status_code, unknown_delete.status_code) == (404, 404)
 
 
 async def test_running_is_recorded_only_for_a_call_that_takes_a_while(
@@ -275,3 +257,52 @@ async def test_basic_auth_guards_the_routes_when_configured(
     assert (anonymous.status_code, wrong.status_code, right.status_code) == (401, 401, 202)
     assert anonymous.headers["WWW-Authenticate"].startswith("Basic")
     assert health.status_code == 200  # probes stay open
+
+
+async def test_a_functions_retry_annotations_reach_the_worker_through_the_front_door(
+    nc: Client, queue: Queue, gateway: RecordingServer, receiver: RecordingServer, start_worker: WorkerFactory
+) -> None:
+    gateway.behaviours["flaky"] = answer(503)
+    gateway.annotations["flaky"] = {
+        "com.openfaas.retry.attempts": "2",
+        "com.openfaas.retry.codes": "503",
+        "com.openfaas.scale.max": "5",  # not a retry annotation: not copied
+    }
+    worker = start_worker(function_cache_ttl="1m")
+    await worker.wait_ready()
+    published = await nc.subscribe(queue.subject)
+
+    async with httpx.AsyncClient() as client:
+        for _ in range(3):
+            answered = await client.post(
+                _url(worker, "/async-function/flaky"), content=b"x", headers={"X-Callback-Url": receiver.url + "/cb"}
+            )
+            assert answered.status_code == 202
+    stored = [decode((await published.next_msg(timeout=5)).data) for _ in range(3)]
+    callbacks = await receiver.wait_for(3)
+    await wait_for_empty(nc, queue)
+
+    assert all(
+        dict(s.annotations) == {"com.openfaas.retry.attempts": "2", "com.openfaas.retry.codes": "503"} for s in stored
+    )
+    # Two attempts each, as the annotation says, not the worker's 100.
+    assert len(gateway.calls_to("flaky")) == 6
+    assert {c.header("X-Retry-Max") for c in callbacks} == {"1"}
+    assert len(gateway.system_calls) == 1  # asked once, then remembered
+
+
+async def test_a_gateway_that_will_not_say_leaves_the_workers_retry_settings(
+    nc: Client, queue: Queue, gateway: RecordingServer, start_worker: WorkerFactory
+) -> None:
+    gateway.system = answer(401)
+    worker = start_worker()
+    await worker.wait_ready()
+
+    async with httpx.AsyncClient() as client:
+        answers = [(await client.post(_url(worker, "/async-function/figlet"), content=b"x")).status_code for _ in "ab"]
+    await gateway.wait_for(2)
+
+    assert answers == [202, 202]
+    [warning] = worker.events("Cannot read function annotations; queued with the worker's retry settings")
+    assert "wants credentials" in warning["error"]
+    assert "basic-auth-user" in warning["hint"]

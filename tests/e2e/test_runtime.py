@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from nats.aio.client import Client
+from nats.js.api import AckPolicy, ConsumerConfig
 
 from harness.natsd import NatsServer
 from harness.publish import publish_request
@@ -216,21 +217,49 @@ async def test_a_starter_function_with_the_templates_defaults_takes_nothing_from
     same_subject = WorkerProcess(
         {"nats_url": natsd.url, "queue_name": queue.subject, "nats_stream": queue.stream}, handler_dir=STARTER
     ).start()
+    # And one given the queue-worker's whole topology on purpose, consumer included.
+    same_consumer = WorkerProcess({"nats_url": natsd.url, **queue.env()}, handler_dir=STARTER).start()
+    starters = (bare, same_subject, same_consumer)
     try:
-        statuses = [await asyncio.to_thread(p.process.wait, 30) for p in (bare, same_subject)]  # type: ignore[union-attr]
+        statuses = [await asyncio.to_thread(p.process.wait, 30) for p in starters]  # type: ignore[union-attr]
         for i in range(20):
             await publish_request(nc, queue.subject, queued("echo", f"mine-{i}", receiver.url + "/cb"))
         await receiver.wait_for(20)
         await wait_for_empty(nc, queue)
 
-        assert statuses == [78, 78]
+        assert statuses == [78, 78, 78]
         [no_queue] = bare.events("Invalid configuration")
         [taken] = same_subject.events("Invalid configuration")
+        [owned] = same_consumer.events("Invalid configuration")
         assert no_queue["variable"] == "queue_name"
         assert taken["variable"] == "nats_durable"
         assert "consumed by another durable consumer" in taken["error"]
+        assert owned["variable"] == "nats_durable"
+        assert "belongs to the function 'queue-worker'" in owned["error"]
+        assert "this one is 'my-function'" in owned["error"]
         assert len(gateway.calls_to("echo")) == 20
-        assert same_subject.events("Received") == []
+        assert all(p.events("Received") == [] for p in starters)
     finally:
-        bare.close()
-        same_subject.close()
+        for p in starters:
+            p.close()
+
+
+async def test_a_consumer_made_by_hand_is_claimed_and_then_refused_to_other_functions(
+    natsd: NatsServer, nc: Client, queue: Queue, start_worker: WorkerFactory
+) -> None:
+    await create_stream(nc, queue)
+    await nc.jetstream().add_consumer(
+        queue.stream, ConsumerConfig(durable_name=queue.durable, ack_policy=AckPolicy.EXPLICIT, max_deliver=-1)
+    )
+    starter = start_worker(STARTER)
+    await starter.wait_ready()
+    info = await nc.jetstream().consumer_info(queue.stream, queue.durable)
+    assert (info.config.metadata or {}).get("owner") == "my-function"
+    assert starter.events("Claimed consumer")
+
+    worker = start_worker()
+    assert await asyncio.to_thread(worker.process.wait, 30) == 78  # type: ignore[union-attr]
+    [refused] = worker.events("Invalid configuration")
+    assert "belongs to the function 'my-function'" in refused["error"]
+    # Claiming changed nothing else of the consumer an operator made.
+    assert (info.config.ack_policy, info.config.max_deliver) == (AckPolicy.EXPLICIT, -1)

@@ -4,6 +4,7 @@ invoke ``/function/<valid name>``, or a 4xx naming why; never a 5xx for bad inpu
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -15,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from function.front_door import FrontDoor, Refused, queued_request
+from function.front_door import FrontDoor, GatewayUnavailable, Refused, function_info, queued_request
 from function.settings import WorkerSettings
 from function.status.cancellations import Cancellations
 from function.status.store import CallStatus
@@ -99,6 +100,10 @@ def test_a_request_at_exactly_the_header_limit_is_accepted_as_the_worker_counts_
     assert refused.value.status == 431
 
 
+async def _never_withdrawn(call_id: str, seq: int, attempts: int, context: Context) -> None:
+    return None
+
+
 @pytest.fixture
 async def door() -> AsyncIterator[int]:
     """The front door over real HTTP, with no NATS: what passes its checks gets a 503."""
@@ -108,7 +113,8 @@ async def door() -> AsyncIterator[int]:
         context=context,
         status=CallStatus("calls", 60),
         cancellations=Cancellations("calls-cancelled", 60),
-        check=None,
+        functions=None,
+        withdraw=_never_withdrawn,
     )
     app = web.Application()
     app.router.add_routes(front.routes())
@@ -148,3 +154,31 @@ async def _raw(port: int, head: bytes) -> int:
 )
 async def test_bad_input_over_http_is_a_4xx_never_a_500(door: int, head: bytes, status: int) -> None:
     assert await _raw(door, head) == status
+
+
+@given(
+    st.dictionaries(
+        st.one_of(st.sampled_from(["com.openfaas.retry.attempts", "com.openfaas.retry.codes"]), st.text(max_size=20)),
+        st.one_of(st.text(max_size=8), st.integers()),
+        max_size=6,
+    )
+)
+def test_only_string_retry_annotations_are_taken_from_the_gateways_answer(annotations: dict[str, object]) -> None:
+    body = json.dumps({"name": "f", "annotations": annotations}).encode()
+
+    info = function_info(200, body)
+
+    assert info.found
+    assert info.retry_annotations == {
+        k: v for k, v in annotations.items() if k.startswith("com.openfaas.retry.") and isinstance(v, str)
+    }
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error"),
+    [(401, b"", "wants credentials"), (500, b"", "status 500"), (200, b"<html>", "not a function's status")],
+)
+def test_an_answer_that_says_nothing_of_the_function_is_unavailable(status: int, body: bytes, error: str) -> None:
+    with pytest.raises(GatewayUnavailable, match=error):
+        function_info(status, body)
+    assert function_info(404, b"").found is False

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -66,7 +66,7 @@ def rig(
     answer: Callable[[Request], Response],
     *,
     environ: dict[str, str] | None = None,
-    cancelled: frozenset[str] = frozenset(),
+    cancelled: Container[str] = frozenset(),
     receiver_answer: Callable[[Request], Response] = lambda _: Response(200),
 ) -> Rig:
     env = {"gateway_url": GATEWAY, "initial_retry_wait": "1s", "max_retry_attempts": "3", **(environ or {})}
@@ -180,6 +180,18 @@ async def test_a_cancelled_call_is_not_invoked_and_its_callback_says_so() -> Non
     [posted] = r.receiver.requests
     assert (dict(posted.headers)["X-Call-Status"], dict(posted.headers)["X-Function-Status"]) == ("cancelled", "0")
     assert [record.state for record in r.status.records] == [CallState.CANCELLED]
+    assert r.status.records[0].fields == {"attempts": 0}
+
+
+async def test_a_cancelled_call_waiting_for_its_third_attempt_says_how_many_were_made() -> None:
+    r = rig(lambda _: Response(200), cancelled=frozenset({"call-1"}), environ={"max_retry_attempts": "5"})
+
+    await r.deliver(request(), attempt=3)
+
+    [posted] = r.receiver.requests
+    headers = dict(posted.headers)
+    assert (headers["X-Retry"], headers["X-Retry-Max"]) == ("1", "4")
+    assert r.status.records[0].fields == {"attempts": 2}
 
 
 @pytest.mark.parametrize(
@@ -248,3 +260,37 @@ async def test_every_answer_ends_in_an_outcome_and_a_status_that_agrees(
         case _:
             pytest.fail(f"unexpected {outcome!r}")
     assert json.dumps(record.fields)  # what the store encodes
+
+
+@settings(max_examples=200, deadline=None)
+@given(status=st.sampled_from([200, 302, 400, 404, 429, 500, 503]), attempt=st.integers(1, 3), callback=st.booleans())
+async def test_a_cancel_during_an_attempt_lets_it_finish_and_stops_whatever_would_follow(
+    status: int, attempt: int, callback: bool
+) -> None:
+    cancelled: set[str] = set()
+
+    def answer(_: Request) -> Response:
+        cancelled.add("call-1")  # the DELETE arrives while the function runs
+        return Response(status, (), b"last")
+
+    r = rig(answer, cancelled=cancelled)
+    retried = status in r.worker.settings.retry.codes and attempt < 3
+
+    outcome = await r.deliver(request(callback=callback), attempt=attempt)
+
+    [record] = r.status.records
+    assert len(r.gateway.requests) == 1
+    assert not isinstance(outcome, Retry)
+    # What would have been retried is cancelled; a final result stands as it is.
+    expected = CallState.CANCELLED if retried else (CallState.SUCCEEDED if status < 400 else None)
+    if expected is not None:
+        assert record.state == expected
+    else:
+        assert record.state in (CallState.FAILED, CallState.DEAD_LETTERED)
+    assert record.fields["status"] == status
+    if callback:
+        [posted] = r.receiver.requests
+        headers = dict(posted.headers)
+        assert headers["X-Function-Status"] == str(status)
+        assert posted.body == b"last"
+        assert headers["X-Call-Status"] == (record.state if record.state != CallState.DEAD_LETTERED else "failed")

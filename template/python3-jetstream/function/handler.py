@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from runtime import Ack, Context, Event, Retry
 
+#: This function's name: it owns the durable consumer it creates, and a worker of any other
+#: function pointed at that consumer is refused, so two functions never split one queue.
+NAME = "my-function"
+
 
 async def handle(event: Event, context: Context) -> Ack | Retry:
     """Handle one JetStream message.

@@ -32,7 +32,7 @@ from structlog.typing import FilteringBoundLogger
 from . import logs, probes
 from .connection import ConnectionState, connect, ensure_topology
 from .consumer import Consumer
-from .contract import Context, Function
+from .contract import ConsumerNeeds, Context, Function
 from .dead_letters import DeadLetters
 from .errors import EXIT_CONFIG, ConfigError, HandlerLoadError, describe
 from .loader import load_function
@@ -98,7 +98,9 @@ async def serve(settings: Settings, function: Function, log: FilteringBoundLogge
     metrics = RuntimeMetrics.create(settings.metrics_namespace, settings.queue_name, registry)
     metrics.max_inflight.labels(settings.queue_name).set(settings.max_inflight)
     state = ConnectionState()
-    context = Context(settings=settings, log=log, registry=registry, environ=environ)
+    context = Context(
+        settings=settings, log=log, registry=registry, environ=environ, needs=ConsumerNeeds(owner=function.name)
+    )
     # The function validates its own settings here, before anything starts.
     try:
         if function.on_startup is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,6 +21,8 @@ from .settings import Settings
 
 #: JetStream's refusals of a second consumer on a work-queue stream (unfiltered, or overlapping).
 WORK_QUEUE_TAKEN = frozenset({10099, 10100})
+#: The consumer metadata key naming the function that owns it.
+OWNER = "owner"
 #: Seconds between reconnect attempts to one server; the client cycles through the list.
 RECONNECT_WAIT_S = 2
 
@@ -125,8 +128,10 @@ async def ensure_topology(
     existing consumer that would strand messages (see :func:`consumer_problems`) is refused.
 
     Raises:
-        ConfigError: the existing consumer cannot serve this worker; names ``nats_durable``.
+        ConfigError: the existing consumer cannot serve this worker, or belongs to another
+            function; names ``nats_durable``.
     """
+    needs = needs or ConsumerNeeds()
     wanted_stream = StreamConfig(
         name=settings.stream,
         subjects=[settings.queue_name],
@@ -150,6 +155,7 @@ async def ensure_topology(
         max_deliver=-1,
         max_ack_pending=-1,
         max_waiting=512,
+        metadata={OWNER: needs.owner} if needs.owner else None,
     )
     try:
         found = await js.consumer_info(settings.stream, settings.durable)
@@ -170,7 +176,7 @@ async def ensure_topology(
             ) from None
         log.info("Created consumer", stream=settings.stream, durable=settings.durable)
         return
-    problems = consumer_problems(found.config, settings, needs or ConsumerNeeds())
+    problems = consumer_problems(found.config, settings, needs)
     if problems:
         raise ConfigError(
             "nats_durable",
@@ -179,6 +185,7 @@ async def ensure_topology(
             + "; ".join(problems)
             + ". Change it, or delete it and the worker creates one",
         )
+    await _claim(js, settings, log, found.config, needs.owner)
     _log_differences(log, "consumer", settings.durable, wanted_consumer, found.config, ("ack_wait",))
     pending = found.config.max_ack_pending
     if pending is not None and 0 < pending < settings.max_inflight:
@@ -188,6 +195,27 @@ async def ensure_topology(
             maxAckPending=pending,
             maxInflight=settings.max_inflight,
         )
+
+
+async def _claim(
+    js: JetStreamContext, settings: Settings, log: FilteringBoundLogger, config: ConsumerConfig, owner: str
+) -> None:
+    """Refuse a consumer another function owns; stamp an unowned one (made by hand, or by an
+    older worker) with this function's name, changing nothing else."""
+    found = (config.metadata or {}).get(OWNER)
+    if not owner or found == owner:
+        return
+    if found:
+        raise ConfigError(
+            "nats_durable",
+            settings.durable,
+            f"the consumer belongs to the function {found!r} (its metadata says so) and this one is {owner!r}; "
+            "give this function a nats_durable and queue_name of its own",
+        )
+    await js.add_consumer(
+        settings.stream, dataclasses.replace(config, metadata={**(config.metadata or {}), OWNER: owner})
+    )
+    log.info("Claimed consumer", durable=settings.durable, owner=owner)
 
 
 def consumer_problems(config: ConsumerConfig, settings: Settings, needs: ConsumerNeeds) -> list[str]:

@@ -75,6 +75,8 @@ class DeadLetter:
 
 
 Outcome: TypeAlias = Ack | Retry | Terminate | DeadLetter
+#: The owner of a consumer made by a function that declares no ``NAME``.
+UNNAMED = "unnamed"
 
 
 class Link:
@@ -104,6 +106,10 @@ class ConsumerNeeds:
     min_deliver: int = 1
     #: Which setting asks for ``min_deliver``, for the error that names it.
     because: str = ""
+    #: Whose consumer it is (``NAME`` in handler.py): stored in the consumer's metadata when the
+    #: worker creates it, and a consumer owned by another function is refused, so a function
+    #: pointed at another's ``nats_durable`` cannot take its messages.
+    owner: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +183,8 @@ class Function:
     #: ``METRICS_NAMESPACE`` in handler.py: the prefix of the runtime's metric names, whatever
     #: ``metrics_namespace`` says (a function whose metric names are a contract fixes them).
     metrics_namespace: str | None = None
+    #: ``NAME`` in handler.py: who owns the durable consumer (see :class:`ConsumerNeeds`).
+    name: str = UNNAMED
     #: ``ENV_DEFAULTS`` in handler.py: settings the function defaults itself (the environment
     #: still wins); the template's own defaults name no queue, stream or consumer.
     env_defaults: Mapping[str, str] = field(default_factory=dict)

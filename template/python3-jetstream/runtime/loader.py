@@ -14,7 +14,7 @@ from importlib.machinery import ModuleSpec
 from pathlib import Path
 from types import ModuleType
 
-from .contract import Function
+from .contract import UNNAMED, Function
 from .errors import HandlerLoadError
 
 #: The package name the handler folder is imported under, as in the image.
@@ -62,5 +62,6 @@ def load_function(directory: Path) -> Function:
         on_shutdown=getattr(module, "on_shutdown", None),
         http_routes=getattr(module, "http_routes", None),
         metrics_namespace=getattr(module, "METRICS_NAMESPACE", None),
+        name=str(getattr(module, "NAME", "") or UNNAMED),
         env_defaults=dict(getattr(module, "ENV_DEFAULTS", {})),
     )
