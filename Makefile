@@ -8,9 +8,9 @@ STAMP := $(VENV)/.installed
 REQUIREMENTS := requirements-dev.txt template/python3-jetstream/requirements.txt queue-worker/requirements.txt
 WORKERS ?= 2
 
-.PHONY: install prometheus dashboards demo worker dead-letters bench test test-unit test-e2e lint format typecheck shrinkwrap clean
+.PHONY: install prometheus dashboards demo worker bench test test-unit test-e2e lint format typecheck shrinkwrap clean
 
-install: $(STAMP)
+install: $(STAMP) $(BIN)/queue-worker
 
 $(STAMP): $(REQUIREMENTS)
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,11 @@ $(STAMP): $(REQUIREMENTS)
 	@# The runtime is imported as in the image (`import runtime`), so the venv sees the template folder.
 	$(BIN)/python -c 'import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()["purelib"], "python3-jetstream.pth").write_text(str(pathlib.Path("template/python3-jetstream").resolve()) + "\n")'
 	touch $@
+
+## The operator's command-line tool, as the image has it (function/bin on PATH): .venv/bin/queue-worker.
+$(BIN)/queue-worker: queue-worker/bin/queue-worker $(STAMP)
+	printf '#!%s\nimport runpy\nrunpy.run_path("%s", run_name="__main__")\n' "$(abspath $(BIN))/python" "$(abspath $<)" > $@
+	chmod +x $@
 
 ## Debian's prometheus and promtool (dashboard and alert tests), and iproute2's ip and tc (the
 ## partition tests' network namespaces); needs root, as CI and these machines have.
@@ -40,22 +45,18 @@ demo: $(STAMP)
 worker: $(STAMP)
 	handler_dir=queue-worker $(BIN)/python template/python3-jetstream/index.py
 
-## List or replay dead letters, e.g. ARGS="list" or ARGS="replay --call-id ID"; same variables as the worker.
-dead-letters: shrinkwrap
-	cd build/queue-worker && ../../$(BIN)/python -m function.dead_letter_tool $(ARGS)
-
 ## The benchmark: prints a table and writes bench/results.json (a minute or so).
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
 ## Lint, type checks, unit and end-to-end tests.
-test: lint typecheck prometheus
+test: install lint typecheck prometheus
 	$(BIN)/python -m pytest -n $(WORKERS) tests
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
 
-test-e2e: $(STAMP) prometheus
+test-e2e: install prometheus
 	$(BIN)/python -m pytest -n $(WORKERS) tests/e2e tests/dashboards
 
 lint: $(STAMP)

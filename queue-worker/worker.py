@@ -35,6 +35,17 @@ from .status.store import StatusWriter
 from .transport import Response, Transport
 from .wire.queue_request import INVALID_REQUEST, DecodeError, QueueRequest, decode
 
+#: Why a message becomes a dead letter (its ``reason`` header and metric label), and what to do.
+DEAD_LETTER_REASONS = {
+    "undecodable": "not a QueueRequest (bad JSON or base64); fix the publisher",
+    "invalid_request": "a function name or path that would leave /function/<name>; fix the caller",
+    "limits": "more headers than max_request_headers or max_header_bytes allow",
+    "expired": "queued longer than max_message_age before it could run",
+    "exhausted": "failed max_retry_attempts times; fix the function, then replay",
+    "callback_refused": "a callback URL that callback_allowlist or the address rules refuse",
+    "callback": "the callback receiver failed callback_retry_attempts times; replay posts it again",
+    "handler_error": "the worker itself failed handler_error_attempts times on it (a bug: report it)",
+}
 #: How much of the last response body a dead letter keeps.
 BODY_EXCERPT_BYTES = 1024
 #: Room a callback job needs besides its JSON (headers, framing) within NATS's max payload.

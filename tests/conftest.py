@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -25,12 +27,14 @@ import_package(ROOT / "queue-worker")
 import nats  # noqa: E402
 import nats.errors  # noqa: E402
 import pytest  # noqa: E402
+import yaml  # noqa: E402
 from nats.aio.client import Client  # noqa: E402
 
 from harness.natsd import NatsServer  # noqa: E402
 from harness.servers import RecordingServer  # noqa: E402
+from harness.shrinkwrap import shrinkwrap  # noqa: E402
 from harness.worker import WorkerProcess  # noqa: E402
-from tests.support import Queue, WorkerFactory  # noqa: E402
+from tests.support import DEAD_LETTER_STREAM, Queue, RunCli, WorkerFactory  # noqa: E402
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -170,3 +174,52 @@ def certificates(tmp_path: Path) -> Path:
         run("x509", "-req", "-in", f"{name}.csr", "-CA", "nats-ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
             "-out", f"{name}.crt", "-days", "1", "-extfile", f"{name}.ext")  # fmt: skip
     return folder
+
+
+@pytest.fixture(scope="session")
+def image_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``function/bin/queue-worker`` in the build context, laid out as in the image."""
+    stack = yaml.safe_load((ROOT / "stack.yml").read_text())
+    context = shrinkwrap(
+        ROOT, "queue-worker", stack["functions"]["queue-worker"], build_dir=tmp_path_factory.mktemp("b")
+    )
+    return context / "function" / "bin" / "queue-worker"
+
+
+@pytest.fixture
+def cli(image_bin: Path, natsd: NatsServer, queue: Queue, tmp_path: Path) -> RunCli:
+    """Runs the command with a stack file naming this test's queue; NATS comes from the
+    environment (``NATS_URL``, expanded in the stack as faas-cli would)."""
+    stack = {
+        "version": 1.0,
+        "provider": {"name": "openfaas", "gateway": "http://127.0.0.1:8080"},
+        "functions": {
+            "queue-worker": {
+                "lang": "python3-jetstream",
+                "handler": "./queue-worker",
+                "environment": {
+                    "nats_url": "${NATS_URL:-nats://nats.openfaas:4222}",
+                    **queue.env(),
+                    "dead_letter_stream": DEAD_LETTER_STREAM,
+                    "call_status_ttl": "1h",
+                },
+            }
+        },
+    }
+    (tmp_path / "stack.yml").write_text(yaml.safe_dump(stack))
+
+    def run(
+        *args: str, env: dict[str, str] | None = None, stderr: int | None = subprocess.PIPE
+    ) -> subprocess.CompletedProcess[str]:
+        environ = {"PATH": os.environ["PATH"], "NATS_URL": natsd.url, **(env or {})}
+        return subprocess.run(
+            [sys.executable, str(image_bin), *args],
+            env=environ,
+            cwd=tmp_path,  # ./stack.yml is read without --stack
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            timeout=60,
+        )
+
+    return run

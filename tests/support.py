@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ import nats.errors
 from nats.aio.client import Client
 from nats.js.api import RetentionPolicy, StreamConfig
 
-from function.dead_letter_tool import StoredDeadLetter, read
+from function.cli.dead_letters import StoredDeadLetter, read
 from harness.publish import QueueRequest
 from harness.worker import WorkerProcess
 
@@ -19,6 +20,8 @@ from harness.worker import WorkerProcess
 DEAD_LETTER_STREAM = "faas-dead-letter"
 #: Starts a worker bound to the test's queue: ``start_worker(handler_dir=None, **env)``.
 WorkerFactory = Callable[..., WorkerProcess]
+#: Runs the ``queue-worker`` command: ``cli(*args, env=None, stderr=PIPE)``.
+RunCli = Callable[..., "subprocess.CompletedProcess[str]"]
 
 
 @dataclass(frozen=True)

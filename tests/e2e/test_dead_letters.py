@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-import yaml
 from aiohttp import web
 from nats.aio.client import Client
 
-from function.dead_letter_tool import run
-from function.handler import ENV_DEFAULTS
 from harness.natsd import NatsServer
 from harness.publish import QueueRequest, encode, publish_request
-from harness.servers import RecordingServer, answer, wait_until
-from harness.shrinkwrap import shrinkwrap
-from harness.worker import ROOT
-from runtime import Settings
-from tests.support import Queue, WorkerFactory, create_stream, dead_letters, wait_for_empty
+from harness.servers import RecordingServer, wait_until
+from tests.support import Queue, RunCli, WorkerFactory, create_stream, dead_letters, wait_for_empty
 
 pytestmark = pytest.mark.e2e
 
@@ -34,6 +23,7 @@ async def test_exhausted_undecodable_and_expired_messages_are_kept_and_replay_br
     gateway: RecordingServer,
     receiver: RecordingServer,
     start_worker: WorkerFactory,
+    cli: RunCli,
 ) -> None:
     healthy = False
 
@@ -78,9 +68,8 @@ async def test_exhausted_undecodable_and_expired_messages_are_kept_and_replay_br
 
     # When the function is healthy again, replaying every dead letter finishes what can be finished.
     healthy = True
-    settings = Settings.from_env({**ENV_DEFAULTS, "nats_url": natsd.url, **queue.env()})
-    replay_all = argparse.Namespace(command="replay", all=True, function=[], call_id=[], reason=[])
-    assert await run(replay_all, settings) == 0
+    replayed = await asyncio.to_thread(cli, "dead-letters", "replay", "--all")
+    assert replayed.returncode == 0, replayed.stderr
 
     await receiver.wait_for(2)
     await wait_until(lambda: len(worker.events("Dead-lettered")) == 4, 10, "undecodable dead again")
@@ -88,40 +77,3 @@ async def test_exhausted_undecodable_and_expired_messages_are_kept_and_replay_br
     assert receiver.calls[1].header("X-Function-Status") == "200"
     assert [c.body for c in gateway.calls_to("echo")] == [b"stale"]
     assert [letter.reason for letter in await dead_letters(nc, queue)] == ["undecodable"]
-
-
-async def test_the_command_lists_and_replays_by_call_id(
-    natsd: NatsServer,
-    nc: Client,
-    queue: Queue,
-    gateway: RecordingServer,
-    start_worker: WorkerFactory,
-    tmp_path: Path,
-) -> None:
-    gateway.behaviours["gone"] = answer(404)
-    worker = start_worker(max_retry_attempts="1", retry_http_codes="404")
-    await worker.wait_ready()
-    for call_id in ("keep-1", "replay-1"):
-        await publish_request(nc, queue.subject, QueueRequest(function="gone", header={"X-Call-Id": (call_id,)}))
-    await wait_until(lambda: len(worker.events("Dead-lettered")) == 2, 10, "two dead letters")
-    command = [sys.executable, "-m", "function.dead_letter_tool"]
-    env = {"nats_url": natsd.url, "queue_name": queue.subject, "PATH": ""}
-    # Run it as in the image: from the build context, the handler being the package `function`.
-    stack = yaml.safe_load((ROOT / "stack.yml").read_text())
-    cwd = shrinkwrap(ROOT, "queue-worker", stack["functions"]["queue-worker"], build_dir=tmp_path)
-
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*command, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=30)
-
-    listed = await asyncio.to_thread(cli, "list", "--json")
-    replayed = await asyncio.to_thread(cli, "replay", "--call-id", "replay-1")
-
-    assert listed.returncode == 0, listed.stderr
-    assert sorted(json.loads(line)["detail"]["callId"] for line in listed.stdout.splitlines()) == ["keep-1", "replay-1"]
-    assert replayed.returncode == 0, replayed.stderr
-    assert "replayed" in replayed.stdout
-    assert "callId=replay-1" in replayed.stdout
-    await wait_until(lambda: len(worker.events("Dead-lettered")) == 3, 10, "replayed request dead again")
-    remaining = [letter.detail["callId"] for letter in await dead_letters(nc, queue)]
-    assert sorted(remaining) == ["keep-1", "replay-1"]
-    assert [e["callId"] for e in worker.events("Invoked")].count("replay-1") == 2

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from function.callbacks.job import CallbackJob
 from function.callbacks.post import CallbackInfo
-from function.dead_letter_tool import StoredDeadLetter
+from function.cli.dead_letters import StoredDeadLetter
 from function.invoke import Invocation
 from function.transport import Response
 from function.wire.queue_request import DecodeError

@@ -111,8 +111,8 @@ async def refresh(
         try:
             stream = await js.stream_info(settings.stream)
             consumer = await js.consumer_info(settings.stream, settings.durable)
-            oldest_age_s = await _oldest_age(js, settings.stream, stream.state.first_seq, stream.state.messages)
-            dead_letters = await _dead_letters(js, settings)
+            oldest_age_s = await oldest_age(js, settings.stream, stream.state.first_seq, stream.state.messages)
+            dead_letters = await dead_letter_count(js, settings.dead_letter_stream, settings.dead_letter_subject)
         except (nats.errors.Error, TimeoutError) as exc:
             if not failing:
                 log.warning("Cannot read stream state", error=describe(exc))
@@ -133,7 +133,7 @@ async def refresh(
         await asyncio.sleep(settings.stream_metrics_interval_s)
 
 
-async def _oldest_age(js: JetStreamContext, stream: str, first_seq: int, messages: int) -> float:
+async def oldest_age(js: JetStreamContext, stream: str, first_seq: int, messages: int) -> float:
     """Seconds since the stream's first stored message was stored; 0 for an empty stream."""
     if not messages:
         return 0.0
@@ -147,10 +147,10 @@ async def _oldest_age(js: JetStreamContext, stream: str, first_seq: int, message
     return max(0.0, (datetime.now(UTC) - stored).total_seconds())
 
 
-async def _dead_letters(js: JetStreamContext, settings: Settings) -> int:
-    """This queue's messages in the dead-letter stream (0 until the stream exists)."""
+async def dead_letter_count(js: JetStreamContext, stream: str, subject: str) -> int:
+    """Messages on ``subject`` of the dead-letter ``stream`` (0 until the stream exists)."""
     try:
-        info = await js.stream_info(settings.dead_letter_stream, subjects_filter=settings.dead_letter_subject)
+        info = await js.stream_info(stream, subjects_filter=subject)
     except nats.js.errors.NotFoundError:
         return 0
     return sum((info.state.subjects or {}).values())
