@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import subprocess
 import sys
@@ -70,6 +71,25 @@ async def test_the_shrinkwrapped_queue_worker_installs_starts_and_processes_a_re
         await wait_for_empty(nc, queue)
         assert callback.header("X-Call-Id") == "wrapped-1"
         assert gateway.calls[0].path_qs == "/function/figlet/"
+
+        # And the operator's command is there by name, as the Dockerfile's PATH and chmod make it
+        dockerfile = (context / "Dockerfile").read_text()
+        assert 'ENV PATH="/opt/venv/bin:${PATH}:/home/app/function/bin"' in dockerfile
+        assert "chmod a+rx function/bin/*" in dockerfile
+        for command in (context / "function" / "bin").iterdir():
+            command.chmod(0o755)
+        path = f"{python.parent}:/usr/bin:/bin:{context / 'function' / 'bin'}"
+        shown = await asyncio.to_thread(
+            subprocess.run,
+            ["queue-worker", "queues", "--json"],
+            env={"PATH": path, "nats_url": natsd.url},
+            cwd=context,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert shown.returncode == 0, shown.stderr
+        assert queue.stream in {q["stream"] for q in json.loads(shown.stdout)}
     finally:
         worker.close()
 
