@@ -42,10 +42,12 @@ async def echo(request: web.Request, body: bytes) -> web.Response:
     return web.Response(body=body, headers={"X-Echo": "yes", "Content-Type": "application/octet-stream"})
 
 
-def answer(status: int, text: str = "", headers: dict[str, str] | None = None) -> Behaviour:
-    """A behaviour that always answers ``status`` with ``text``."""
+def answer(status: int, text: str = "", headers: dict[str, str] | None = None, *, after_s: float = 0.0) -> Behaviour:
+    """A behaviour that always answers ``status`` with ``text``, ``after_s`` seconds late."""
 
     async def behaviour(request: web.Request, body: bytes) -> web.Response:
+        if after_s:
+            await asyncio.sleep(after_s)
         return web.Response(status=status, text=text, headers=headers)
 
     return behaviour

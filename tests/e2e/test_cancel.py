@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from aiohttp import web
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
@@ -97,11 +96,7 @@ async def test_a_running_call_finishes_and_its_final_result_stands(
 ) -> None:
     seen, bucket = states
 
-    async def slow(request: web.Request, body: bytes) -> web.Response:
-        await asyncio.sleep(1.5)
-        return web.Response(text="done")
-
-    gateway.behaviours["slow"] = slow
+    gateway.behaviours["slow"] = answer(200, "done", after_s=1.5)
     worker = start_worker(call_status_bucket=bucket)
     await worker.wait_ready()
 
@@ -126,11 +121,7 @@ async def test_a_running_call_finishes_and_its_final_result_stands(
 async def test_a_running_call_that_would_be_retried_is_cancelled_with_its_last_result(
     nc: Client, queue: Queue, gateway: RecordingServer, receiver: RecordingServer, start_worker: WorkerFactory
 ) -> None:
-    async def slow_failure(request: web.Request, body: bytes) -> web.Response:
-        await asyncio.sleep(1.0)
-        return web.Response(status=503, text="overloaded")
-
-    gateway.behaviours["flaky"] = slow_failure
+    gateway.behaviours["flaky"] = answer(503, "overloaded", after_s=1.0)
     worker = start_worker()
     await worker.wait_ready()
 
@@ -154,11 +145,7 @@ async def test_a_running_call_that_would_be_retried_is_cancelled_with_its_last_r
 async def test_a_queued_call_is_never_invoked(
     nc: Client, queue: Queue, gateway: RecordingServer, receiver: RecordingServer, start_worker: WorkerFactory
 ) -> None:
-    async def slow(request: web.Request, body: bytes) -> web.Response:
-        await asyncio.sleep(1.0)
-        return web.Response(text="done")
-
-    gateway.behaviours["slow"] = slow
+    gateway.behaviours["slow"] = answer(200, "done", after_s=1.0)
     worker = start_worker(max_inflight="1")
     await worker.wait_ready()
 

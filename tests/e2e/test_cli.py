@@ -79,11 +79,7 @@ async def test_status_and_cancel_through_the_front_door(
 async def test_cancel_of_a_running_call_says_what_will_happen(
     gateway: RecordingServer, start_worker: WorkerFactory, cli: RunCli
 ) -> None:
-    async def slow(request: web.Request, body: bytes) -> web.Response:
-        await asyncio.sleep(1.5)
-        return web.Response(text="done")
-
-    gateway.behaviours["slow"] = slow
+    gateway.behaviours["slow"] = answer(200, "done", after_s=5.0)  # long past the command's start-up
     worker = start_worker(call_status_ttl="1h")
     await worker.wait_ready()
     url = f"http://127.0.0.1:{worker.port}"
