@@ -36,7 +36,6 @@ from .contract import Ack, Context, DeadLetter, Event, Function, Outcome, Retry,
 from .dead_letters import DeadLetters
 from .errors import describe
 from .metrics import RuntimeMetrics
-from .numbers import ascii_int_or_none
 from .pulls import GRACE_S, Pulls
 from .settings import Settings
 from .settle import Action, apply, plan
@@ -51,7 +50,7 @@ HEARTBEATS_PER_ACK_WAIT = 3
 #: Pause after a refused pull (consumer missing, too many waiting) before pulling again.
 PULL_ERROR_PAUSE_S = 1.0
 #: 409s that end a pull request in the normal course (a 408, its expiry, always does).
-ROUTINE_CONFLICTS = frozenset({"Leadership Change"})
+ROUTINE_CONFLICTS = frozenset({"Leadership Change", "Message Size Exceeds MaxBytes"})
 #: 409s that say the server has too many requests waiting: pause, the consumer is there.
 CROWDED_CONFLICTS = ("Exceeded MaxWaiting", "Exceeded MaxRequestBatch", "Exceeded MaxRequestExpires")
 #: Longest a PING round trip may take to prove a silent link alive.
@@ -106,7 +105,7 @@ class Consumer:
         metrics.inflight.set_function(lambda: len(self._inflight))
         #: Set when there is something to ask for, or stopping begins: what the pull loop waits for.
         self._wake = asyncio.Event()
-        self._pulls = Pulls.for_slots(settings.max_inflight, settings.fetch_wait_s)
+        self._pulls = Pulls.for_slots(settings.max_inflight, settings.fetch_wait_s, client.max_payload)
         self._inbox = client.new_inbox()
         self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{settings.stream}.{settings.durable}"
         #: When the server last sent anything for our requests, or we last asked.
@@ -206,11 +205,12 @@ class Consumer:
     async def _ask(self, batch: int, now: float) -> None:
         request_id = self._pulls.asked(batch, now)
         self._heard = now
-        request = json.dumps({"batch": batch, "expires": int(self._settings.fetch_wait_s * 1e9)}).encode()
+        expires = int(self._settings.fetch_wait_s * 1e9)
+        request = json.dumps({"batch": batch, "expires": expires, "max_bytes": self._pulls.max_bytes}).encode()
         try:
             await self._client.publish(self._next_subject, request, reply=f"{self._inbox}.{request_id}")
         except nats.errors.Error as exc:
-            self._pulls.ended(request_id, batch)
+            self._pulls.ended(request_id)
             self._log.warning("Pull failed", error=describe(exc))
             self._paused_until = now + PULL_ERROR_PAUSE_S
 
@@ -220,7 +220,7 @@ class Consumer:
         if not msg.reply:
             self._on_status(msg)
             return
-        self._pulls.delivered()
+        self._pulls.delivered(msg.subject.rpartition(".")[2])
         if self._stopping.is_set():
             # Asked for before stopping, arrived after: straight back for another worker.
             with contextlib.suppress(nats.errors.Error):  # ack_wait brings it back all the same.
@@ -239,8 +239,7 @@ class Consumer:
         status, description = headers.get("Status", ""), headers.get("Description", "")
         if status == "100":
             return  # a heartbeat; none are asked for
-        undelivered = headers.get("Nats-Pending-Messages", "")
-        self._pulls.ended(msg.subject.rpartition(".")[2], ascii_int_or_none(undelivered))
+        self._pulls.ended(msg.subject.rpartition(".")[2])
         if status != "408" and not (status == "409" and description in ROUTINE_CONFLICTS):
             # 409 Exceeded MaxWaiting: pause, not spin. 409 Consumer Deleted, 404, 503 (no
             # consumer answered): the consumer or its stream is gone; recreate it.
