@@ -17,7 +17,7 @@ from .callbacks.guard import guarded_resolver
 from .callbacks.results import ResultStore
 from .front_door import LOOKUP_TIMEOUT_S, FrontDoor, Functions
 from .invoke import Invoker
-from .metrics import WorkerMetrics
+from .metrics import FunctionLabels, WorkerMetrics
 from .settings import WorkerSettings
 from .status.cancellations import Cancellations
 from .status.store import CallStatus
@@ -86,6 +86,7 @@ async def on_startup(context: Context) -> None:
         status=status,
         cancellations=cancellations,
         results=ResultStore(settings.callback_results_bucket, replicas),
+        labels=FunctionLabels(settings.max_function_series, settings.function_namespace),
     )
     context.state["front_door"] = FrontDoor(
         settings=settings,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Info
 
@@ -12,6 +12,41 @@ from runtime import DURATION_BUCKETS, LoopCounter, LoopGauge, LoopHistogram
 NAMESPACE = "queue_worker"  # the runtime's too: handler.METRICS_NAMESPACE
 #: How long requests wait in the queue: from an idle queue to a backlog of hours.
 WAIT_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800, 3600, 7200)
+
+
+#: The ``function_name`` of every function past the cap (no function can be called this).
+OTHER_FUNCTIONS = "(other)"
+#: Functions with series of their own by default: their scrape takes about 50 ms (bench/).
+MAX_FUNCTION_SERIES = 200
+
+
+@dataclass(slots=True)
+class FunctionLabels:
+    """The ``function_name`` label of each call, ``name.namespace`` as the gateway labels it,
+    for at most ``limit`` functions; the rest share :data:`OTHER_FUNCTIONS`. Pure.
+
+    Callers choose function names, so without a cap every name sent would add series for ever
+    (10,000 names made a 43 MB, 2 s scrape). A function earns its own label only once the
+    gateway has answered a call to it with something other than 404 (:meth:`admit`), so names of
+    functions that do not exist never use up the cap.
+    """
+
+    limit: int
+    namespace: str
+    _known: dict[str, str] = field(default_factory=dict)
+
+    def __call__(self, function: str) -> str:
+        """The label for ``function``: its own if admitted, else :data:`OTHER_FUNCTIONS`."""
+        return self._known.get(function, OTHER_FUNCTIONS)
+
+    def admit(self, function: str) -> str:
+        """Give ``function`` a label of its own if the cap allows; returns its label."""
+        label = self._known.get(function)
+        if label is None:
+            if len(self._known) >= self.limit:
+                return OTHER_FUNCTIONS
+            label = self._known[function] = function if "." in function else f"{function}.{self.namespace}"
+        return label
 
 
 @dataclass(frozen=True, slots=True)

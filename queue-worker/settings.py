@@ -10,6 +10,7 @@ from runtime import ConfigError, Env, read_secret, secret_folder
 from runtime.backoff import BACKOFF_MODES
 
 from .callbacks.guard import Allowlist
+from .metrics import MAX_FUNCTION_SERIES
 from .retry import RetryPolicy, parse_codes
 from .wire.limits import Limits
 
@@ -30,6 +31,8 @@ class WorkerSettings:
     #: Older messages are dead-lettered instead of invoked; 0 means no limit.
     max_message_age_s: float
     function_namespace: str
+    #: Functions with metric series of their own; the rest share ``function_name="(other)"``.
+    max_function_series: int
     tls_insecure: bool
     debug: bool
     #: How long call status is kept; 0 switches call status and cancelling off.
@@ -86,6 +89,7 @@ class WorkerSettings:
             ),
             max_message_age_s=env.duration("max_message_age", 0.0),
             function_namespace=env.string("function_namespace", "openfaas-fn"),
+            max_function_series=env.integer("max_function_series", MAX_FUNCTION_SERIES, minimum=1, maximum=100_000),
             tls_insecure=env.boolean("tls_insecure", False),
             debug=env.boolean("debug", False),
             call_status_ttl_s=env.duration("call_status_ttl", 24 * 3600.0),

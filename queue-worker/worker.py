@@ -27,7 +27,7 @@ from .callbacks.job import CALLBACK, JOB_HEADER, CallbackJob
 from .callbacks.post import CallbackInfo, Posted, post_callback
 from .callbacks.results import ResultStore
 from .invoke import Invocation, Invoker
-from .metrics import WorkerMetrics
+from .metrics import FunctionLabels, WorkerMetrics
 from .retry import Final, RetryLater, decide
 from .settings import WorkerSettings
 from .status.state import CallState, Facts, Record, record_for
@@ -75,6 +75,8 @@ class QueueWorker:
     #: Call ids cancelled (followed live from a key-value bucket by the handler).
     cancellations: Container[str]
     results: ResultStore
+    #: The ``function_name`` of each call's metrics, within the cap on per-function series.
+    labels: FunctionLabels
 
     async def handle(self, event: Event, context: Context) -> Outcome:
         """Route a message: a callback job, or a queued request."""
@@ -108,19 +110,19 @@ class QueueWorker:
         if request.call_id in self.cancellations:
             return await self._cancelled(request, facts, context, log)
         now = datetime.now(UTC)
-        name = self._function_name(request)
         if event.attempt == 1:
-            self.metrics.queue_wait.labels(self.metrics.queue, name).observe(queued_for(request, event, now))
+            wait = queued_for(request, event, now)
+            self.metrics.queue_wait.labels(self.metrics.queue, self.labels(request.function)).observe(wait)
         age = (now - event.published_at).total_seconds()
         if self.settings.max_message_age_s and age > self.settings.max_message_age_s:
             log.warning("Too old to invoke", age=round(age, 3), maxAge=self.settings.max_message_age_s)
             return Decided(DeadLetter("expired", {**_identity(request), "ageSeconds": round(age, 3)}), facts)
-        return await self._attempt(request, name, facts, event, context, log)
+        return await self._attempt(request, facts, event, context, log)
 
     async def _attempt(
-        self, request: QueueRequest, name: str, facts: Facts, event: Event, context: Context, log: FilteringBoundLogger
+        self, request: QueueRequest, facts: Facts, event: Event, context: Context, log: FilteringBoundLogger
     ) -> Decided:
-        """One invocation of ``request`` (``name`` is its function as metrics label it)."""
+        """One invocation of ``request``, and what follows from its answer."""
         policy, problems = self.settings.retry.with_annotations(request.annotations)
         for problem in problems:
             log.warning("Invalid retry annotation", problem=problem)
@@ -138,7 +140,7 @@ class QueueWorker:
                 # Refused before invoking: the call would have nowhere allowed to report to.
                 return self._refuse(request, facts, url, str(exc), log)
         self.status.started(request.call_id, request.function, event.attempt)
-        invocation = await self._invoke(request, name, log)
+        invocation = await self._invoke(request, log)
         status = invocation.response.status
         facts = Facts(
             request.call_id, request.function, event.attempt, status, invocation.duration_s, seq=event.stream_seq
@@ -154,6 +156,7 @@ class QueueWorker:
         )
         if isinstance(decision, RetryLater):
             if request.call_id not in self.cancellations:
+                name = self.labels(request.function)
                 self.metrics.retries.labels(self.metrics.queue, name, str(status)).inc()
                 return Decided(Retry(decision.delay_s, reason=f"status {status}"), facts)
             # Cancelled while this attempt ran: it stands as the last one, and nothing follows.
@@ -231,13 +234,13 @@ class QueueWorker:
         self.metrics.callbacks.labels(self.metrics.queue, "refused").inc()
         return Decided(DeadLetter("callback_refused", {**_identity(request), "reason": why}), facts)
 
-    async def _invoke(self, request: QueueRequest, name: str, log: FilteringBoundLogger) -> Invocation:
+    async def _invoke(self, request: QueueRequest, log: FilteringBoundLogger) -> Invocation:
         if self.settings.debug:
             # At info this would be a second line per call; "Invoked" below carries the same fields.
             log.debug("Invoke", bytes=len(request.body), target=request.invoke_path())
             log.debug("Request body", body=request.body.decode("utf-8", "replace"))
         queue = self.metrics.queue
-        inflight = self.metrics.inflight.labels(queue, name)
+        inflight = self.metrics.inflight.labels(queue, self.labels(request.function))
         inflight.inc()
         try:
             invocation = await self.invoker.invoke(request)
@@ -245,6 +248,8 @@ class QueueWorker:
             inflight.dec()
         response = invocation.response
         code = str(response.status)
+        # A function the gateway does not know never takes a series of its own.
+        name = self.labels(request.function) if response.status == 404 else self.labels.admit(request.function)
         self.metrics.invocations.labels(queue, name, code).inc()
         self.metrics.duration.labels(queue, name, code).observe(invocation.duration_s)
         body = response.body
@@ -341,11 +346,6 @@ class QueueWorker:
             return Destination.parse(url).loggable
         except Undeliverable:
             return "(not a URL that can be shown safely)"
-
-    def _function_name(self, request: QueueRequest) -> str:
-        """``name.namespace``, the form the gateway's metrics and autoscaling rules use."""
-        name = request.function
-        return name if "." in name else f"{name}.{self.settings.function_namespace}"
 
 
 def queued_for(request: QueueRequest, event: Event, now: datetime) -> float:

@@ -4,15 +4,20 @@ metrics, prometheus_client's negotiation, and the watchdog's readiness lock foll
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+from aiohttp import web
+from nats.aio.client import Client
 
 from harness.natsd import NatsServer
+from harness.publish import QueueRequest, encode
+from harness.servers import RecordingServer, wait_until
 from harness.worker import WorkerProcess
-from tests.support import WorkerFactory
+from tests.support import Queue, WorkerFactory, wait_for_empty
 
 pytestmark = pytest.mark.e2e
 
@@ -90,3 +95,37 @@ async def test_the_readiness_lock_exists_exactly_while_ready_before_during_and_a
     await _lock_follows(lock, worker, expected=True)
     assert await asyncio.to_thread(worker.terminate, 30) == 0
     assert not lock.exists()
+
+
+async def test_callers_cannot_grow_the_metrics_with_function_names(
+    nc: Client, queue: Queue, gateway: RecordingServer, start_worker: WorkerFactory
+) -> None:
+    async def known_unless_ghost(request: web.Request, body: bytes) -> web.Response:
+        return web.Response(status=404 if request.path.startswith("/function/ghost-") else 200)
+
+    gateway.default = known_unless_ghost
+    worker = start_worker(max_function_series="50", max_inflight="100")
+    await worker.wait_ready()
+    names = [f"ghost-{i}" for i in range(300)] + [f"real-{i}" for i in range(300)]
+    for name in names:
+        await nc.publish(queue.subject, encode(QueueRequest(function=name, body=b"x")))
+    await nc.flush()
+    await wait_until(lambda: len(gateway.calls) == len(names), 60, "every call made")
+    await wait_for_empty(nc, queue)
+
+    scraped = (await worker.get("/metrics", metrics=True)).text
+    labels = set(re.findall(r'function_name="([^"]*)"', scraped))
+
+    # 50 functions of their own (none of them one the gateway did not know), the rest folded.
+    assert "(other)" in labels
+    own = labels - {"(other)", "all-functions"}
+    assert len(own) == 50
+    assert all(label.startswith("real-") and label.endswith(".openfaas-fn") for label in own)
+    [ghosts] = [
+        float(line.rpartition(" ")[2])
+        for line in scraped.splitlines()
+        if line.startswith("queue_worker_function_invocations_total{")
+        and 'function_name="(other)"' in line
+        and 'code="404"' in line
+    ]
+    assert ghosts == 300.0

@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from function.callbacks.results import ResultStore
 from function.invoke import Invoker
-from function.metrics import WorkerMetrics
+from function.metrics import OTHER_FUNCTIONS, FunctionLabels, WorkerMetrics
 from function.settings import WorkerSettings
 from function.status.state import FINAL, CallState, Record
 from function.transport import ConnectFailed, MockTransport, Request, Response
@@ -80,6 +80,7 @@ def rig(
         status=status,
         cancellations=cancelled,
         results=ResultStore("unused"),
+        labels=FunctionLabels(100, "openfaas-fn"),
     )
     context = Context(Settings.from_env({"queue_name": "faas-request"}), structlog.get_logger(), CollectorRegistry())
     return Rig(worker, gateway, receiver, status, context)
@@ -294,3 +295,31 @@ async def test_a_cancel_during_an_attempt_lets_it_finish_and_stops_whatever_woul
         assert headers["X-Function-Status"] == str(status)
         assert posted.body == b"last"
         assert headers["X-Call-Status"] == (record.state if record.state != CallState.DEAD_LETTERED else "failed")
+
+
+@given(
+    calls=st.lists(
+        st.tuples(st.from_regex(r"[a-z]{1,3}(\.ns[12])?", fullmatch=True), st.sampled_from([200, 404, 500])),
+        max_size=300,
+    ),
+    limit=st.integers(1, 20),
+)
+def test_function_labels_are_bounded_stable_and_never_spent_on_unknown_functions(
+    calls: list[tuple[str, int]], limit: int
+) -> None:
+    labels = FunctionLabels(limit, "openfaas-fn")
+    given_out: dict[str, str] = {}
+    for function, status in calls:
+        label = labels(function) if status == 404 else labels.admit(function)
+        if label != OTHER_FUNCTIONS:
+            # Once a function has its own label it keeps it, in the gateway's name.namespace form.
+            assert given_out.setdefault(function, label) == label
+            assert label == (function if "." in function else f"{function}.openfaas-fn")
+    answered = {f for f, status in calls if status != 404}
+    assert len(given_out) <= limit
+    assert set(given_out) <= answered
+    # Until the cap is reached, every function the gateway knows gets its own label.
+    if len(answered) <= limit:
+        assert set(given_out) == answered
+    else:
+        assert len(given_out) == limit
