@@ -20,6 +20,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import nats
@@ -27,14 +28,15 @@ from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
 
 from bench.clients import measure_clients
+from bench.limits import function_names, large_bodies
 from bench.load import measure_server
+from bench.proc import cpu_seconds, peak_rss_mb
 from harness.natsd import NatsServer
 from harness.ports import free_port
 from harness.publish import QueueRequest, encode
 from harness.worker import HANDLER, ROOT, TEMPLATE
 
 RESULTS = Path(__file__).with_name("results.json")
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ SCENARIOS = (
     Scenario("trivial, 10 in flight", "echo", 10, 4000),
     Scenario("trivial, 100 in flight", "echo", 100, 30000),
     Scenario("trivial, 1000 in flight", "echo", 1000, 30000),
+    Scenario("trivial, 5000 in flight", "echo", 5000, 30000),
     Scenario("100 ms function, 1000 in flight", "sleep", 1000, 20000),
 )
 
@@ -65,18 +68,6 @@ class Result:
     rate: float
     cpu_s_per_1000: float
     peak_rss_mb: float
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def _peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 class Bench:
@@ -101,7 +92,9 @@ class Bench:
         )
         return name, "bench"
 
-    def start(self, implementation: str, stream: str, durable: str, inflight: int) -> subprocess.Popen[bytes]:
+    def start(
+        self, implementation: str, stream: str, durable: str, inflight: int, **extra: str
+    ) -> subprocess.Popen[bytes]:
         env = {
             "PATH": os.environ.get("PATH", ""),
             "nats_url": self.natsd.url,
@@ -114,6 +107,7 @@ class Bench:
             "handler_dir": str(HANDLER),
             "port": str(free_port()),
             "metrics_port": str(free_port()),
+            **extra,
         }
         command = (
             [sys.executable, str(TEMPLATE / "index.py")]
@@ -152,17 +146,17 @@ class Bench:
                 raise TimeoutError(f"{stream} not drained")
             await asyncio.sleep(0.05)
 
-    async def run(self, implementation: str, scenario: Scenario) -> Result:
+    async def run(self, implementation: str, scenario: Scenario, **extra: str) -> Result:
         stream, durable = await self.fresh_queue()
-        process = self.start(implementation, stream, durable, scenario.inflight)
+        process = self.start(implementation, stream, durable, scenario.inflight, **extra)
         try:
             await self.wait_bound(stream, durable)
             await self.stats()  # reset
-            cpu_before = _cpu_seconds(process.pid)
+            cpu_before = cpu_seconds(process.pid)
             await self.fill(stream, scenario.function, scenario.messages)
             await self.drained(stream)
             stats = await self.stats()
-            cpu = _cpu_seconds(process.pid) - cpu_before
+            cpu = cpu_seconds(process.pid) - cpu_before
             count = int(stats["count"])  # type: ignore[call-overload]
             span = float(stats["last"]) - float(stats["first"])  # type: ignore[arg-type]
             return Result(
@@ -172,7 +166,7 @@ class Bench:
                 count,
                 round((count - 1) / span, 1) if span > 0 else 0.0,
                 round(cpu / count * 1000, 3),
-                round(_peak_rss_mb(process.pid), 1),
+                round(peak_rss_mb(process.pid), 1),
             )
         finally:
             process.send_signal(signal.SIGTERM)
@@ -212,6 +206,27 @@ class Bench:
             await asyncio.to_thread(process.wait, 30)
 
 
+async def measure_edges(bench: Bench) -> dict[str, object]:
+    """Call status's cost (on and off, interleaved), large bodies, invented function names."""
+    at_100 = SCENARIOS[2]
+    status: dict[str, list[float]] = {"on": [], "off": []}
+    for _ in range(2):  # interleaved, so a slow spell of the machine hits both
+        status["on"].append((await bench.run("queue-worker", at_100)).rate)
+        status["off"].append((await bench.run("queue-worker", at_100, call_status_ttl="0s")).rate)
+    on, off = statistics.median(status["on"]), statistics.median(status["off"])
+    print(f"  call status at 100 in flight: on {on:,.0f}/s, off {off:,.0f}/s ({on / off:.2f}x)", flush=True)
+    large = {impl: await large_bodies(bench, impl) for impl in ("queue-worker", "hand-written")}
+    for impl, figures in large.items():
+        print(f"  1 MiB bodies at 100 in flight, {impl}: {figures}", flush=True)
+    names = await function_names(bench)
+    print(f"  10,000 function names: {names}", flush=True)
+    return {
+        "call_status_rate": {"on": on, "off": off, "ratio": round(on / off, 3)},
+        "large_bodies": large,
+        "names": names,
+    }
+
+
 def start_function_server(port: int) -> subprocess.Popen[bytes]:
     """The function server in a process of its own, so it has its own core to run on."""
     return subprocess.Popen([sys.executable, "-m", "bench.function_server", str(port)], cwd=ROOT)
@@ -241,8 +256,9 @@ async def main() -> int:
                 print(f"  {implementation:<13} {scenario.name:<34} {result.rate:>9,.0f}/s", flush=True)
         peak = max(r.rate for r in results if r.implementation == "queue-worker" and r.scenario.startswith("trivial"))
         latency = {impl: await bench.latency(impl, peak / 2) for impl in ("queue-worker", "hand-written")}
+        edges = await measure_edges(bench)
         await nc.close()
-        report = summarise(results, latency, server_rate, clients)
+        report = summarise(results, latency, server_rate, clients, edges)
         RESULTS.write_text(json.dumps(report, indent=2) + "\n")
         print_table(report)
         return 0
@@ -253,7 +269,11 @@ async def main() -> int:
 
 
 def summarise(
-    results: list[Result], latency: dict[str, dict[str, float]], server_rate: float, clients: dict[str, float]
+    results: list[Result],
+    latency: dict[str, dict[str, float]],
+    server_rate: float,
+    clients: dict[str, float],
+    edges: dict[str, Any],
 ) -> dict[str, object]:
     by = {(r.implementation, r.scenario): r for r in results}
     ours = {r.scenario: r for r in results if r.implementation == "queue-worker"}
@@ -265,6 +285,16 @@ def summarise(
         "100 ms at 1000 in flight >= 70% of hand-written": ratios["100 ms function, 1000 in flight"] >= 0.7,
         "p99 added latency at half of peak < 10 ms": latency["queue-worker"]["p99_ms"] < 10,
         "peak RSS at 1000 in flight < 150 MB": ours["100 ms function, 1000 in flight"].peak_rss_mb < 150,
+        "peak RSS at 5000 in flight < 70 MB": ours["trivial, 5000 in flight"].peak_rss_mb < 70,
+        "worker CPU at 100 in flight <= 70 us per message": ours["trivial, 100 in flight"].cpu_s_per_1000 <= 0.070,
+        "100 in flight >= 1.2x hand-written": ratios["trivial, 100 in flight"] >= 1.2,
+        "call status on costs <= 5%": edges["call_status_rate"]["ratio"] >= 0.95,
+        "1 MiB bodies at 100 in flight: each delivered once": edges["large_bodies"]["queue-worker"][
+            "deliveries_per_message"
+        ]
+        == 1.0,
+        "10,000 function names: scrape < 100 ms": edges["names"]["scrape_ms"] < 100,
+        "10,000 function names: RSS < 100 MB": edges["names"]["peak_rss_mb"] < 100,
     }
     return {
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
@@ -273,6 +303,7 @@ def summarise(
         "results": [asdict(r) for r in results],
         "ratio_to_hand_written": ratios,
         "latency_at_half_peak": latency,
+        "edges": edges,
         "targets": targets,
     }
 

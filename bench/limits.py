@@ -1,0 +1,102 @@
+"""The measurements of what used to break at the edges: large bodies at full concurrency,
+callers inventing function names, memory at thousands of slots, and what call status costs.
+
+Each returns plain figures for ``bench/results.json``; ``bench/__main__.py`` runs them in the
+same run as the throughput table, so they are read beside the hand-written loop's figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import statistics
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import httpx
+import nats
+
+from bench.proc import peak_rss_mb
+from harness.natsd import NatsServer
+from harness.ports import free_port
+from harness.publish import QueueRequest, encode
+
+if TYPE_CHECKING:
+    from bench.__main__ import Bench
+
+#: Messages of one MiB at 100 in flight: 100 MiB asked for at once by a count-only pull.
+LARGE_BODY_BYTES = 1024 * 1024
+LARGE_MESSAGES = 100
+#: Distinct function names callers send, each called once.
+FUNCTION_NAMES = 10_000
+
+
+async def large_bodies(bench: Bench, implementation: str) -> dict[str, float]:
+    """1 MiB bodies, 100 in flight, on a server taking 8 MiB messages: deliveries per message
+    (1.0 is each once) and seconds to drain, with ``ack_wait`` at 60 s so a redelivery shows."""
+    folder = Path(bench.logs)
+    config = folder / "large.conf"
+    config.write_text("max_payload: 8MB\n")
+    server = NatsServer(extra_args=("-c", str(config))).start()
+    nc = await nats.connect(server.url)
+    original = bench.natsd, bench.nc
+    bench.natsd, bench.nc = server, nc
+    try:
+        stream, durable = await bench.fresh_queue()
+        process = bench.start(implementation, stream, durable, 100, ack_wait="60s")
+        try:
+            await bench.wait_bound(stream, durable)
+            payload = encode(QueueRequest(function="echo", body=os.urandom(LARGE_BODY_BYTES)))
+            started = time.monotonic()
+            for _ in range(LARGE_MESSAGES):
+                await nc.jetstream().publish(stream, payload)
+            await bench.drained(stream, timeout_s=300)
+            seconds = time.monotonic() - started
+            delivered = (await nc.jetstream().consumer_info(stream, durable)).delivered.consumer_seq
+        finally:
+            process.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(process.wait, 30)
+        log = (server.store / "server.log").read_text(errors="replace")
+        return {
+            "deliveries_per_message": round(delivered / LARGE_MESSAGES, 2),
+            "seconds": round(seconds, 2),
+            "slow_consumer_cuts": float(log.count("Slow Consumer")),
+        }
+    finally:
+        bench.natsd, bench.nc = original
+        await nc.close()
+        server.close()
+
+
+async def function_names(bench: Bench) -> dict[str, float]:
+    """10,000 distinct function names, each called once: the scrape's size and time (median of
+    five) and the worker's peak RSS afterwards."""
+    stream, durable = await bench.fresh_queue()
+    metrics_port = free_port()
+    process = bench.start("queue-worker", stream, durable, 100, metrics_port=str(metrics_port))
+    try:
+        await bench.wait_bound(stream, durable)
+        for i in range(FUNCTION_NAMES):
+            await bench.nc.publish(stream, encode(QueueRequest(function=f"fn-{i}", body=b"x")))
+            if i % 1000 == 999:
+                await bench.nc.flush()
+        await bench.nc.flush()
+        await bench.drained(stream)
+        timings, size = [], 0
+        async with httpx.AsyncClient() as client:
+            for _ in range(5):
+                started = time.perf_counter()
+                answer = await client.get(f"http://127.0.0.1:{metrics_port}/metrics")
+                timings.append(time.perf_counter() - started)
+                size = len(answer.content)
+        return {
+            "names": FUNCTION_NAMES,
+            "scrape_ms": round(statistics.median(timings) * 1000, 1),
+            "scrape_mb": round(size / 1e6, 2),
+            "peak_rss_mb": round(peak_rss_mb(process.pid), 1),
+        }
+    finally:
+        process.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(process.wait, 30)
