@@ -1,4 +1,4 @@
-"""Large requests at high concurrency: pulls are bounded by bytes, so the server never cuts the
+"""Large requests at high concurrency (and small ones one at a time): pulls are bounded by bytes, so the server never cuts the
 worker off as a slow consumer and nothing is delivered twice."""
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ def roomy_natsd(tmp_path: Path) -> Iterator[NatsServer]:
     server.close()
 
 
-@pytest.mark.parametrize(("body_bytes", "count", "inflight"), [(1024 * 1024, 100, 100), (5 * 1024 * 1024, 12, 12)])
+@pytest.mark.parametrize(
+    ("body_bytes", "count", "inflight"), [(1024 * 1024, 100, 100), (5 * 1024 * 1024, 12, 12), (100, 50, 1)]
+)
 async def test_large_bodies_at_full_concurrency_are_each_delivered_once(
     roomy_natsd: NatsServer,
     connect: Callable[..., Awaitable[Client]],
@@ -59,3 +61,5 @@ async def test_large_bodies_at_full_concurrency_are_each_delivered_once(
     assert all(len(call.body) == body_bytes for call in gateway.calls_to("echo"))
     assert "Slow Consumer" not in (roomy_natsd.store / "server.log").read_text(errors="replace")
     assert worker.events("Reconnected to NATS") == []
+    # Requests that end by bytes or by completing their batch are routine, never a refusal.
+    assert worker.events("Pull refused") == []

@@ -1,53 +1,63 @@
-"""Pull-request bookkeeping: never more asked for than there are free slots, nor more bytes than
-the connection takes, and nothing counted twice."""
+"""Pull-request bookkeeping: never more asked for than there are free slots, nothing counted twice."""
 
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runtime.pulls import BYTES_IN_FLIGHT, GRACE_S, PULL_BYTES, Pulls
+from runtime.pulls import GRACE_S, MESSAGE_OVERHEAD, Pulls
 
 
 def test_the_first_request_asks_for_every_slot_and_later_ones_wait_for_an_eighth() -> None:
     pulls = Pulls.for_slots(100, expires_s=1.0)
     assert pulls.wanted(running=0) == 100
-    first = pulls.asked(100, now=0.0)
+    pulls.asked(100, now=0.0)
     for _ in range(100):
-        pulls.delivered(first)
+        pulls.delivered()
 
     assert [pulls.wanted(running) for running in (100, 89, 88, 0)] == [0, 0, 12, 100]
 
 
 def test_one_slot_asks_again_as_soon_as_it_is_free() -> None:
     pulls = Pulls.for_slots(1, expires_s=1.0)
-    request = pulls.asked(1, now=0.0)
+    pulls.asked(1, now=0.0)
 
     assert (pulls.wanted(running=0), pulls.wanted(running=1)) == (0, 0)
-    pulls.delivered(request)
+    pulls.delivered()
     assert (pulls.wanted(running=1), pulls.wanted(running=0)) == (0, 1)
 
 
-def test_an_ended_request_returns_what_it_did_not_deliver() -> None:
+def test_an_expired_request_returns_what_it_did_not_deliver() -> None:
     pulls = Pulls.for_slots(10, expires_s=1.0)
     first = pulls.asked(6, now=0.0)
     pulls.asked(4, now=0.0)
-    pulls.delivered(first)
-    pulls.delivered(first)
+    pulls.delivered()
+    pulls.delivered()
 
-    pulls.ended(first)
-    pulls.ended(first)  # a repeated status changes nothing
+    pulls.ended(first, undelivered=4)
 
     assert pulls.outstanding == 4
 
 
-def test_a_request_whose_status_is_lost_is_given_up_after_its_expiry() -> None:
+def test_a_refused_request_returns_its_whole_batch() -> None:
     pulls = Pulls.for_slots(10, expires_s=1.0)
-    silent = pulls.asked(5, now=0.0)
-    pulls.asked(5, now=1.0 + GRACE_S + 0.1)  # gives up the first on the way
+    pulls.asked(3, now=0.0)
+    refused = pulls.asked(7, now=0.0)
 
-    pulls.ended(silent)  # too late to count
-    pulls.delivered(silent)
+    pulls.ended(refused, undelivered=None)
+    pulls.ended(refused, undelivered=None)  # a repeated status changes nothing
+
+    assert pulls.outstanding == 3
+
+
+def test_a_fulfilled_request_is_forgotten_after_its_expiry() -> None:
+    pulls = Pulls.for_slots(10, expires_s=1.0)
+    done = pulls.asked(5, now=0.0)
+    for _ in range(5):
+        pulls.delivered()
+    pulls.asked(5, now=1.0 + GRACE_S + 0.1)  # forgets the first on the way
+
+    pulls.ended(done, undelivered=None)  # too late to count
 
     assert pulls.outstanding == 5
 
@@ -61,43 +71,42 @@ def test_lost_requests_are_counted_afresh() -> None:
     assert (pulls.outstanding, pulls.wanted(running=0)) == (0, 10)
 
 
-@given(max_payload=st.integers(1024, 64 * 1024 * 1024))
-def test_each_request_can_bring_the_largest_message_and_all_of_them_fit_the_connection(max_payload: int) -> None:
-    pulls = Pulls.for_slots(1000, expires_s=1.0, max_payload=max_payload)
-
-    assert pulls.max_bytes >= max(PULL_BYTES, max_payload)
-    # One request is always allowed (a message must be able to come); beyond it, the budget holds.
-    assert pulls.max_open == 1 or pulls.max_open * pulls.max_bytes <= BYTES_IN_FLIGHT
-
-
 @given(
     max_inflight=st.integers(min_value=1, max_value=300),
-    max_open=st.integers(min_value=1, max_value=8),
-    steps=st.lists(st.sampled_from(["ask", "deliver", "finish", "end", "expire"]), max_size=200),
+    steps=st.lists(st.sampled_from(["ask", "deliver", "finish", "expire", "refuse"]), max_size=200),
 )
-def test_asked_and_running_never_exceed_the_slots_nor_the_open_requests(
-    max_inflight: int, max_open: int, steps: list[str]
-) -> None:
-    pulls = Pulls(max_inflight, 1.0, refill_at=max(1, max_inflight // 8), max_open=max_open)
-    running, now = 0, 0.0
-    unsent: dict[str, int] = {}  # what each request may still deliver, as the server sees it
+def test_asked_and_running_never_exceed_the_slots(max_inflight: int, steps: list[str]) -> None:
+    pulls = Pulls.for_slots(max_inflight, expires_s=1.0)
+    running = 0
+    open_requests: list[tuple[str, int]] = []
     for step in steps:
         if step == "ask" and (batch := pulls.wanted(running)):
-            unsent[pulls.asked(batch, now=now)] = batch
-        elif step == "deliver" and (pending := [r for r, n in unsent.items() if n]):
-            unsent[pending[0]] -= 1
-            pulls.delivered(pending[0])
+            open_requests.append((pulls.asked(batch, now=0.0), batch))
+        elif step == "deliver" and pulls.outstanding:
+            pulls.delivered()
             running += 1
         elif step == "finish" and running:
             running -= 1
-        elif step == "end" and unsent:
-            request_id = next(iter(unsent))
-            del unsent[request_id]
-            pulls.ended(request_id)
-        elif step == "expire":
-            now += 1.0 + GRACE_S + 0.1
-            unsent.clear()  # the server has forgotten them all; their statuses were lost
+        elif step in ("expire", "refuse") and open_requests:
+            request_id, batch = open_requests.pop(0)
+            pulls.ended(request_id, undelivered=min(batch, pulls.outstanding) if step == "expire" else None)
 
         assert pulls.outstanding >= 0
         assert pulls.outstanding + running <= max_inflight
-        assert len(pulls._open) <= max_open
+
+
+@given(max_payload=st.integers(1024, 64 * 1024 * 1024), max_inflight=st.integers(1, 10_000))
+def test_each_request_can_bring_the_largest_message_and_eight_of_them_fit_the_connection(
+    max_payload: int, max_inflight: int
+) -> None:
+    pulls = Pulls.for_slots(max_inflight, expires_s=1.0, max_payload=max_payload)
+
+    # A message of any size the server takes can come (a smaller max_bytes would strand it).
+    assert pulls.max_bytes >= max_payload
+    # At most max_inflight / refill_at requests deliver at once, each within max_bytes, and no
+    # more messages than there are slots: at the default payload, within half of nats-server's
+    # 64 MiB max_pending.
+    requests = max_inflight // pulls.refill_at
+    most = min(requests * pulls.max_bytes, max_inflight * (max_payload + MESSAGE_OVERHEAD))
+    if max_payload <= 1024 * 1024:
+        assert most <= 32 * 1024 * 1024 + 8 * MESSAGE_OVERHEAD

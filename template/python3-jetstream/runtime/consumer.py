@@ -36,6 +36,7 @@ from .contract import Ack, Context, DeadLetter, Event, Function, Outcome, Retry,
 from .dead_letters import DeadLetters
 from .errors import describe
 from .metrics import RuntimeMetrics
+from .numbers import ascii_int_or_none
 from .pulls import GRACE_S, Pulls
 from .settings import Settings
 from .settle import Action, apply, plan
@@ -49,8 +50,10 @@ ERROR_BACKOFF = Backoff(initial_s=1.0, max_s=60.0)
 HEARTBEATS_PER_ACK_WAIT = 3
 #: Pause after a refused pull (consumer missing, too many waiting) before pulling again.
 PULL_ERROR_PAUSE_S = 1.0
+#: The 409 that ends a request with ``max_bytes`` once all of its batch was delivered.
+BATCH_COMPLETED = "Batch Completed"
 #: 409s that end a pull request in the normal course (a 408, its expiry, always does).
-ROUTINE_CONFLICTS = frozenset({"Leadership Change", "Message Size Exceeds MaxBytes"})
+ROUTINE_CONFLICTS = frozenset({"Leadership Change", "Message Size Exceeds MaxBytes", BATCH_COMPLETED})
 #: 409s that say the server has too many requests waiting: pause, the consumer is there.
 CROWDED_CONFLICTS = ("Exceeded MaxWaiting", "Exceeded MaxRequestBatch", "Exceeded MaxRequestExpires")
 #: Longest a PING round trip may take to prove a silent link alive.
@@ -210,7 +213,7 @@ class Consumer:
         try:
             await self._client.publish(self._next_subject, request, reply=f"{self._inbox}.{request_id}")
         except nats.errors.Error as exc:
-            self._pulls.ended(request_id)
+            self._pulls.ended(request_id, batch)
             self._log.warning("Pull failed", error=describe(exc))
             self._paused_until = now + PULL_ERROR_PAUSE_S
 
@@ -220,7 +223,7 @@ class Consumer:
         if not msg.reply:
             self._on_status(msg)
             return
-        self._pulls.delivered(msg.subject.rpartition(".")[2])
+        self._pulls.delivered()
         if self._stopping.is_set():
             # Asked for before stopping, arrived after: straight back for another worker.
             with contextlib.suppress(nats.errors.Error):  # ack_wait brings it back all the same.
@@ -239,7 +242,10 @@ class Consumer:
         status, description = headers.get("Status", ""), headers.get("Description", "")
         if status == "100":
             return  # a heartbeat; none are asked for
-        self._pulls.ended(msg.subject.rpartition(".")[2])
+        undelivered = ascii_int_or_none(headers.get("Nats-Pending-Messages", ""))
+        if undelivered is None and description == BATCH_COMPLETED:
+            undelivered = 0
+        self._pulls.ended(msg.subject.rpartition(".")[2], undelivered)
         if status != "408" and not (status == "409" and description in ROUTINE_CONFLICTS):
             # 409 Exceeded MaxWaiting: pause, not spin. 409 Consumer Deleted, 404, 503 (no
             # consumer answered): the consumer or its stream is gone; recreate it.

@@ -3,16 +3,19 @@
 The consumer keeps pull requests waiting on the server for every free slot, so each message is
 handed over the moment it arrives. It does not wait for a batch to fill, as a fetch does (at a
 steady trickle that adds up to ``batch / rate`` of latency to a message). :class:`Pulls` counts
-what has been asked for and not yet come. Each request has its own reply subject, so every
-delivery and the server's status for a request (408 when it expires, 409 when it is refused or
-reaches its byte limit, 503 when no consumer answers) say which request they belong to.
+what has been asked for and not yet come. Each request has its own reply subject, so the server's status
+for it (408 when it expires, 409 when it is refused, 503 when no consumer answers) says which
+request ended and, usually, how many of its messages never came. (Deliveries carry their
+message's own subject, so which request brought one is not known: they are counted together.)
 
 Requests are bounded by bytes as well as by count (JetStream's ``max_bytes``): the server
 writes what a request asks for to the connection as fast as it can, and a connection with more
 than its ``max_pending`` (64 MiB by default) unread is cut as a slow consumer, so 100 slots of
-1 MiB messages must not be asked for at once. At most :data:`BYTES_IN_FLIGHT` are asked for
-across the open requests, in requests of at least one message of the largest size the server
-takes.
+1 MiB messages must not be asked for at once. Each request may bring :data:`PULL_BYTES`, or one
+message of the server's ``max_payload`` if that is more; a new request is made only once an
+eighth of the slots is free, so at most eight requests are delivering at once: 32 MiB at the
+default ``max_payload`` of 1 MiB. A request that reaches its bytes ends with a 409 that says how
+many of its messages it did not send, as an expired one does.
 """
 
 from __future__ import annotations
@@ -23,8 +26,6 @@ from dataclasses import dataclass, field
 GRACE_S = 1.0
 #: Bytes one pull request may bring, unless the server's max payload needs more.
 PULL_BYTES = 4 * 1024 * 1024
-#: Bytes all open requests may bring at once: half of nats-server's default ``max_pending``.
-BYTES_IN_FLIGHT = 32 * 1024 * 1024
 #: Room for a message's subject, reply subject and framing beside ``max_payload``.
 MESSAGE_OVERHEAD = 4096
 
@@ -38,32 +39,21 @@ class Pulls:
     #: Ask only once this many slots are free, so that a stream of completions does not become
     #: a stream of one-message requests.
     refill_at: int
-    #: The ``max_bytes`` of each request, and how many may be open at once.
+    #: The ``max_bytes`` of each request: at least one message of the largest size must fit.
     max_bytes: int = PULL_BYTES
-    max_open: int = BYTES_IN_FLIGHT // PULL_BYTES
     outstanding: int = 0
-    #: Open requests by id: (messages not yet delivered, when it expires).
     _open: dict[str, tuple[int, float]] = field(default_factory=dict)
     _next_id: int = 0
 
     @classmethod
     def for_slots(cls, max_inflight: int, expires_s: float, max_payload: int = 1024 * 1024) -> Pulls:
         """An eighth of the slots per request: at most that share of them idles while a
-        request is on its way, and a backlog still comes in few requests. Each request may
-        bring :data:`PULL_BYTES`, or one message of ``max_payload`` if that is more."""
+        request is on its way, and a backlog still comes in few requests."""
         max_bytes = max(PULL_BYTES, max_payload + MESSAGE_OVERHEAD)
-        return cls(
-            max_inflight,
-            expires_s,
-            refill_at=max(1, max_inflight // 8),
-            max_bytes=max_bytes,
-            max_open=max(1, BYTES_IN_FLIGHT // max_bytes),
-        )
+        return cls(max_inflight, expires_s, refill_at=max(1, max_inflight // 8), max_bytes=max_bytes)
 
     def wanted(self, running: int) -> int:
         """How many messages to ask for now, with ``running`` handlers busy (0: none)."""
-        if len(self._open) >= self.max_open:
-            return 0
         free = self.max_inflight - running - self.outstanding
         return free if free >= self.refill_at else 0
 
@@ -76,23 +66,16 @@ class Pulls:
         self.outstanding += batch
         return request_id
 
-    def delivered(self, request_id: str) -> None:
-        """One message of request ``request_id`` arrived; a request with all its messages is done."""
-        found = self._open.get(request_id)
-        if found is None:
-            return  # forgotten already (expired, or counted afresh): nothing is owed for it
-        remaining, expires_at = found
+    def delivered(self) -> None:
+        """One message arrived."""
         self.outstanding = max(0, self.outstanding - 1)
-        if remaining <= 1:
-            del self._open[request_id]
-        else:
-            self._open[request_id] = (remaining - 1, expires_at)
 
-    def ended(self, request_id: str) -> None:
-        """The server ended a request (expired, refused, or at its byte limit): what it has not
-        delivered will not come."""
-        remaining, _ = self._open.pop(request_id, (0, 0.0))
-        self.outstanding = max(0, self.outstanding - remaining)
+    def ended(self, request_id: str, undelivered: int | None) -> None:
+        """The server ended a request, with ``undelivered`` messages of it never sent; ``None``
+        when it did not say (a refused request: then none of it was sent)."""
+        batch, _ = self._open.pop(request_id, (0, 0.0))
+        missing = batch if undelivered is None else undelivered
+        self.outstanding = max(0, self.outstanding - missing)
 
     def lost(self) -> None:
         """Every open request is gone (the server restarted, say): start counting afresh."""
@@ -100,11 +83,10 @@ class Pulls:
         self.outstanding = 0
 
     def _forget_expired(self, now: float) -> None:
-        # A request whose status never came (lost in a reconnect) is given up after its expiry;
-        # expiry order is insertion order, so the oldest are at the front.
+        # Requests that got all their messages end without a status; expiry order is insertion
+        # order, so the oldest are at the front.
         while self._open:
-            request_id, (remaining, expires_at) = next(iter(self._open.items()))
+            request_id, (_, expires_at) = next(iter(self._open.items()))
             if expires_at + GRACE_S > now:
                 return
             del self._open[request_id]
-            self.outstanding = max(0, self.outstanding - remaining)
