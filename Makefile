@@ -45,8 +45,9 @@ demo: $(STAMP)
 worker: $(STAMP)
 	handler_dir=queue-worker $(BIN)/python template/python3-jetstream/index.py
 
-## The benchmark: prints a table and writes bench/results.json (a minute or so).
+## The benchmark: prints a table, writes bench/results.json and draws bench/*.png (ten minutes or so).
 bench: $(STAMP)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r bench/requirements.txt
 	$(BIN)/python -m bench
 
 ## Lint, type checks, unit and end-to-end tests.

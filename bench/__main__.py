@@ -30,6 +30,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
 from bench.clients import measure_clients
 from bench.limits import function_names, large_bodies
 from bench.load import measure_server
+from bench.plots import draw
 from bench.proc import cpu_seconds, peak_rss_mb
 from harness.natsd import NatsServer
 from harness.ports import free_port
@@ -45,6 +46,7 @@ class Scenario:
     function: str
     inflight: int
     messages: int
+    body_bytes: int = 5
 
 
 #: Enough messages for the steady state to outweigh the start: at 1000 in flight the first
@@ -56,6 +58,9 @@ SCENARIOS = (
     Scenario("trivial, 1000 in flight", "echo", 1000, 30000),
     Scenario("trivial, 5000 in flight", "echo", 5000, 30000),
     Scenario("100 ms function, 1000 in flight", "sleep", 1000, 20000),
+    Scenario("body 1 KiB, 100 in flight", "echo", 100, 10000, 1024),
+    Scenario("body 64 KiB, 100 in flight", "echo", 100, 4000, 64 * 1024),
+    Scenario("body 512 KiB, 100 in flight", "echo", 100, 1000, 512 * 1024),
 )
 
 
@@ -68,6 +73,7 @@ class Result:
     rate: float
     cpu_s_per_1000: float
     peak_rss_mb: float
+    body_bytes: int = 5
 
 
 class Bench:
@@ -126,8 +132,10 @@ class Bench:
             await asyncio.sleep(0.05)
         raise TimeoutError("implementation never pulled")
 
-    async def fill(self, stream: str, function: str, count: int, start_time: bool = False) -> None:
-        payload = encode(QueueRequest(function=function, body=b"hello", header={"Content-Type": ("text/plain",)}))
+    async def fill(self, stream: str, function: str, count: int, start_time: bool = False, body_bytes: int = 5) -> None:
+        body = b"hello" if body_bytes == 5 else os.urandom(body_bytes)
+        payload = encode(QueueRequest(function=function, body=body, header={"Content-Type": ("text/plain",)}))
+        every = max(1, min(1000, (1 << 20) // len(payload)))
         for i in range(count):
             if start_time:
                 request = QueueRequest(
@@ -135,7 +143,7 @@ class Bench:
                 )
                 payload = encode(request)
             await self.nc.publish(stream, payload)
-            if i % 1000 == 999:
+            if i % every == every - 1:  # within nats-py's outbound buffer, whatever the body size
                 await self.nc.flush()
         await self.nc.flush()
 
@@ -153,7 +161,7 @@ class Bench:
             await self.wait_bound(stream, durable)
             await self.stats()  # reset
             cpu_before = cpu_seconds(process.pid)
-            await self.fill(stream, scenario.function, scenario.messages)
+            await self.fill(stream, scenario.function, scenario.messages, body_bytes=scenario.body_bytes)
             await self.drained(stream)
             stats = await self.stats()
             cpu = cpu_seconds(process.pid) - cpu_before
@@ -167,6 +175,7 @@ class Bench:
                 round((count - 1) / span, 1) if span > 0 else 0.0,
                 round(cpu / count * 1000, 3),
                 round(peak_rss_mb(process.pid), 1),
+                scenario.body_bytes,
             )
         finally:
             process.send_signal(signal.SIGTERM)
@@ -261,6 +270,8 @@ async def main() -> int:
         report = summarise(results, latency, server_rate, clients, edges)
         RESULTS.write_text(json.dumps(report, indent=2) + "\n")
         print_table(report)
+        for path in draw(report):
+            print(f"drew {path.relative_to(ROOT)}")
         return 0
     finally:
         server.terminate()
