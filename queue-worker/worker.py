@@ -110,14 +110,17 @@ class QueueWorker:
         if request.call_id in self.cancellations:
             return await self._cancelled(request, facts, context, log)
         now = datetime.now(UTC)
-        if event.attempt == 1:
-            wait = queued_for(request, event, now)
-            self.metrics.queue_wait.labels(self.metrics.queue, self.labels(request.function)).observe(wait)
         age = (now - event.published_at).total_seconds()
         if self.settings.max_message_age_s and age > self.settings.max_message_age_s:
             log.warning("Too old to invoke", age=round(age, 3), maxAge=self.settings.max_message_age_s)
-            return Decided(DeadLetter("expired", {**_identity(request), "ageSeconds": round(age, 3)}), facts)
-        return await self._attempt(request, facts, event, context, log)
+            decided = Decided(DeadLetter("expired", {**_identity(request), "ageSeconds": round(age, 3)}), facts)
+        else:
+            decided = await self._attempt(request, facts, event, context, log)
+        if event.attempt == 1:
+            # Observed after the attempt, under the label the gateway's answer earned the function.
+            wait = queued_for(request, event, now)
+            self.metrics.queue_wait.labels(self.metrics.queue, self.labels(request.function)).observe(wait)
+        return decided
 
     async def _attempt(
         self, request: QueueRequest, facts: Facts, event: Event, context: Context, log: FilteringBoundLogger
