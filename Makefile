@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-REQUIREMENTS := requirements-dev.txt template/python3-jetstream/requirements.txt queue-worker/requirements.txt
+REQUIREMENTS := requirements-dev.txt template/python3-jetstream/requirements.txt queue-worker/requirements.txt queue-worker/requirements-tracing.txt
 WORKERS ?= 2
 
 .PHONY: install prometheus dashboards demo worker bench test test-unit test-e2e lint format typecheck shrinkwrap clean

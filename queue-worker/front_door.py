@@ -31,14 +31,17 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from urllib.parse import quote
 
 import nats.errors
 from aiohttp import web
+from opentelemetry.trace import Span, SpanKind
 
 from runtime import Context, NotConnected, describe
 
+from . import tracing
 from .callbacks.guard import Undeliverable, check
 from .retry import ANNOTATION_PREFIX
 from .settings import WorkerSettings
@@ -284,12 +287,36 @@ class FrontDoor:
         if request.content_length is not None and request.content_length > limit:
             raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
         queued = await self._ask_gateway(queued)
-        data = encode(replace(queued, body=await request.read()))
-        if len(data) > limit:
-            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(data))
-        await self._store(queued.call_id, queued.function, data)
-        start = queued.header_value("X-Start-Time")
-        return web.Response(status=202, headers={"X-Call-Id": queued.call_id, "X-Start-Time": start})
+        with self._send_span(queued) as span:
+            if span is not None:
+                # The stored context names this span, so every attempt nests under it.
+                trace_headers = tracing.injected(span)
+                header = {k: v for k, v in queued.header.items() if k.lower() not in tracing.TRACE_HEADERS}
+                queued = replace(queued, header={**header, **{k: (v,) for k, v in trace_headers}})
+            data = encode(replace(queued, body=await request.read()))
+            if len(data) > limit:
+                raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(data))
+            await self._store(queued.call_id, queued.function, data)
+        answer = {"X-Call-Id": queued.call_id, "X-Start-Time": queued.header_value("X-Start-Time")}
+        if span is not None:
+            answer["traceparent"] = queued.header_value("traceparent")
+        return web.Response(status=202, headers=answer)
+
+    def _send_span(self, queued: QueueRequest) -> AbstractContextManager[Span | None]:
+        """The producer span of storing the call, under the caller's trace (or a new one)."""
+        if not tracing.enabled():
+            return tracing.NO_SPAN
+        subject = self._context.settings.queue_name
+        attributes: dict[str, str] = {
+            "messaging.system": "nats",
+            "messaging.operation.type": "send",
+            "messaging.destination.name": subject,
+            "messaging.message.id": queued.call_id,
+            "faas.invoked_name": queued.function,
+        }
+        return tracing.tracer().start_as_current_span(
+            f"send {subject}", context=tracing.parent(queued.header), kind=SpanKind.PRODUCER, attributes=attributes
+        )
 
     def _limit(self) -> int:
         try:

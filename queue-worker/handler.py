@@ -7,12 +7,14 @@ to :class:`QueueWorker`; ``on_shutdown`` closes them.
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 from aiohttp import web
 
 from runtime import Context, Event, Outcome
 
+from . import tracing
 from .callbacks.guard import guarded_resolver
 from .callbacks.results import ResultStore
 from .front_door import LOOKUP_TIMEOUT_S, FrontDoor, Functions
@@ -98,12 +100,15 @@ async def on_startup(context: Context) -> None:
     )
     context.state["status"], context.state["cancellations"] = status, cancellations
     context.state["worker"] = worker
+    # Last, so nothing is left running if an earlier setting stops start-up.
+    context.state["tracing"] = tracing.configure(context.environ)
     context.log.info(
         "Queue-worker configured",
         gateway=settings.gateway_url,
         upstreamTimeout=settings.upstream_timeout_s,
         retryCodes=sorted(settings.retry.codes),
         maxRetryAttempts=settings.retry.attempts,
+        tracing=tracing.enabled(),
     )
 
 
@@ -137,3 +142,7 @@ async def on_shutdown(context: Context) -> None:
     front_door: FrontDoor | None = context.state.get("front_door")
     if front_door is not None:
         front_door.close()
+    shutdown_tracing = context.state.get("tracing")
+    if shutdown_tracing is not None:
+        # Exports what is left (the SDK's processor does it in a thread of its own).
+        await asyncio.to_thread(shutdown_tracing)

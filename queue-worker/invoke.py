@@ -5,8 +5,11 @@ from __future__ import annotations
 import time
 from typing import NamedTuple
 
+from opentelemetry.trace import Span
+
 from runtime import describe
 
+from .tracing import with_trace
 from .transport import InvalidRequest, Response, Transport, TransportError, TransportTimeout
 from .transport.headers import forwardable
 from .wire.gourl import URLError
@@ -62,16 +65,17 @@ class Invoker:
         """
         return self._gateway_url + request.request_target()
 
-    async def invoke(self, request: QueueRequest) -> Invocation:
+    async def invoke(self, request: QueueRequest, span: Span | None = None) -> Invocation:
         """Make the call; never raises for a failure to get an answer.
 
         A request that cannot be sent as stored (a line break in a header, an invalid escape
         in the path) is answered 400 without calling anything, as the gateway would answer it.
+        With ``span`` (tracing on), the function gets ``traceparent`` naming it as the parent.
         """
         started = time.perf_counter()
         try:
             response = await self.transport.request(
-                request.method, self.url(request), request_headers(request), request.body
+                request.method, self.url(request), with_trace(request_headers(request), span), request.body
             )
         except URLError as exc:
             return _failed(INVALID_REQUEST_STATUS, started, str(exc))

@@ -9,19 +9,23 @@ that fails is queued as a :class:`CallbackJob` and retried on its own.
 
 from __future__ import annotations
 
+import contextlib
 import random
-from collections.abc import Container
+from collections.abc import Container, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import nats.js.errors
 from nats.js.errors import NotFoundError
+from opentelemetry.trace import Span, SpanKind
 from structlog.typing import FilteringBoundLogger
 
 from runtime import Ack, Context, DeadLetter, Event, Outcome, Retry
 from runtime.numbers import ascii_int_or_none
 
+from . import tracing
 from .callbacks.guard import Destination, Undeliverable, check
 from .callbacks.job import CALLBACK, JOB_HEADER, CallbackJob
 from .callbacks.post import CallbackInfo, Posted, post_callback
@@ -111,16 +115,46 @@ class QueueWorker:
             return await self._cancelled(request, facts, context, log)
         now = datetime.now(UTC)
         age = (now - event.published_at).total_seconds()
-        if self.settings.max_message_age_s and age > self.settings.max_message_age_s:
-            log.warning("Too old to invoke", age=round(age, 3), maxAge=self.settings.max_message_age_s)
-            decided = Decided(DeadLetter("expired", {**_identity(request), "ageSeconds": round(age, 3)}), facts)
-        else:
-            decided = await self._attempt(request, facts, event, context, log)
+        with self._attempt_span(request, event, now) as span:
+            if span is not None:
+                log = log.bind(**tracing.ids(span))
+            if self.settings.max_message_age_s and age > self.settings.max_message_age_s:
+                log.warning("Too old to invoke", age=round(age, 3), maxAge=self.settings.max_message_age_s)
+                decided = Decided(DeadLetter("expired", {**_identity(request), "ageSeconds": round(age, 3)}), facts)
+            else:
+                decided = await self._attempt(request, facts, event, context, log)
+            if span is not None:
+                span.set_attribute("queue_worker.outcome", type(decided.outcome).__name__.lower())
         if event.attempt == 1:
             # Observed after the attempt, under the label the gateway's answer earned the function.
             wait = queued_for(request, event, now)
             self.metrics.queue_wait.labels(self.metrics.queue, self.labels(request.function)).observe(wait)
         return decided
+
+    def _attempt_span(self, request: QueueRequest, event: Event, now: datetime) -> AbstractContextManager[Span | None]:
+        """The span of this attempt (and, on the first, of the time queued), under the stored
+        trace context; ``None`` while tracing is off."""
+        return self._traced_attempt(request, event, now) if tracing.enabled() else tracing.NO_SPAN
+
+    @contextlib.contextmanager
+    def _traced_attempt(self, request: QueueRequest, event: Event, now: datetime) -> Iterator[Span]:
+        tracer = tracing.tracer()
+        parent = tracing.parent(request.header)
+        if event.attempt == 1:
+            queued_s = queued_for(request, event, now)
+            end_ns = int(now.timestamp() * 1e9)
+            tracer.start_span("queued", context=parent, start_time=end_ns - int(queued_s * 1e9)).end(end_ns)
+        attributes: dict[str, str | int] = {
+            "messaging.system": "nats",
+            "messaging.operation.type": "process",
+            "messaging.destination.name": event.subject,
+            "messaging.message.id": request.call_id,
+            "faas.invoked_name": request.function,
+            "queue_worker.attempt": event.attempt,
+        }
+        name = f"process {event.subject}"
+        with tracer.start_as_current_span(name, context=parent, kind=SpanKind.CONSUMER, attributes=attributes) as span:
+            yield span
 
     async def _attempt(
         self, request: QueueRequest, facts: Facts, event: Event, context: Context, log: FilteringBoundLogger
@@ -246,7 +280,10 @@ class QueueWorker:
         inflight = self.metrics.inflight.labels(queue, self.labels(request.function))
         inflight.inc()
         try:
-            invocation = await self.invoker.invoke(request)
+            url = self.invoker.url(request).partition("?")[0] if tracing.enabled() else ""
+            with tracing.client_span("POST", url, request.method) as span:
+                invocation = await self.invoker.invoke(request, span)
+                tracing.record_status(span, invocation.response.status, invocation.error)
         finally:
             inflight.dec()
         response = invocation.response
@@ -327,7 +364,9 @@ class QueueWorker:
         self, destination: Destination, invocation: Invocation, info: CallbackInfo, log: FilteringBoundLogger
     ) -> Posted:
         """Post once; ``ok`` when the receiver took it (any status below 500)."""
-        posted = await post_callback(self.callbacks, destination, invocation, info)
+        with tracing.client_span("POST", destination.loggable, "POST") as span:
+            posted = await post_callback(self.callbacks, destination, invocation, info, span)
+            tracing.record_status(span, posted.status or 0, posted.error)
         result = "ok" if posted.ok else "refused" if posted.refused else "failed"
         self.metrics.callbacks.labels(self.metrics.queue, result).inc()
         shown = destination.url if self.settings.debug else destination.loggable

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from opentelemetry.trace import Span
+
 from runtime import describe
 
 from ..invoke import Invocation
 from ..status.state import CallState, state_of_status
+from ..tracing import with_trace
 from ..transport import DestinationRefused, Transport, TransportError
 from ..transport.headers import basic_authorization, forwardable
 from .guard import Destination
@@ -71,11 +74,11 @@ class Posted:
 
 
 async def post_callback(
-    transport: Transport, destination: Destination, invocation: Invocation, info: CallbackInfo
+    transport: Transport, destination: Destination, invocation: Invocation, info: CallbackInfo, span: Span | None = None
 ) -> Posted:
     """POST the result once; never raises. Credentials in the URL become basic auth, as Go
     sends them; no redirect is followed (a receiver's redirect is its answer)."""
-    headers = callback_headers(invocation, info)
+    headers = with_trace(callback_headers(invocation, info), span)
     if destination.username is not None and not any(name.lower() == "authorization" for name, _ in headers):
         headers.append(("Authorization", basic_authorization(destination.username, destination.password or "")))
     try:

@@ -1,0 +1,129 @@
+"""Traces end to end: a real OTLP/HTTP receiver decodes what the worker exports, and the call's
+spans form one tree under the caller's trace, with the function and the callback receiver
+getting child ``traceparent``s."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from aiohttp import web
+
+from harness.otlp import OtlpReceiver, ReceivedSpan
+from harness.servers import RecordingServer, wait_until
+from tests.support import WorkerFactory
+
+pytestmark = pytest.mark.e2e
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+CALLER = "00f067aa0ba902b7"
+CONSUMER, PRODUCER, CLIENT = 5, 4, 3  # OTLP's SpanKind numbers
+
+
+@pytest.fixture
+async def otlp() -> AsyncIterator[OtlpReceiver]:
+    receiver = await OtlpReceiver().start()
+    yield receiver
+    await receiver.close()
+
+
+def _tracing(otlp: OtlpReceiver) -> dict[str, str]:
+    return {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp.url, "OTEL_BSP_SCHEDULE_DELAY": "100", "OTEL_SERVICE_NAME": "qw-test"}
+
+
+def _parent_of(traceparent: str | None) -> tuple[str, str]:
+    """(trace id, parent span id) of a ``traceparent``."""
+    assert traceparent is not None
+    _, trace_id, span_id, _ = traceparent.split("-")
+    return trace_id, span_id
+
+
+async def test_a_retried_call_with_a_callback_is_one_tree_under_the_callers_trace(
+    otlp: OtlpReceiver, gateway: RecordingServer, receiver: RecordingServer, start_worker: WorkerFactory
+) -> None:
+    answers = itertools.chain([503], itertools.repeat(200))
+
+    async def flaky(request: web.Request, body: bytes) -> web.Response:
+        return web.Response(status=next(answers), text="ok")
+
+    gateway.behaviours["flaky"] = flaky
+    worker = start_worker(**_tracing(otlp))
+    await worker.wait_ready()
+
+    async with httpx.AsyncClient() as client:
+        queued = await client.post(
+            f"http://127.0.0.1:{worker.port}/async-function/flaky",
+            content=b"x",
+            headers={"traceparent": f"00-{TRACE}-{CALLER}-01", "X-Callback-Url": receiver.url + "/done"},
+        )
+    [callback] = await receiver.wait_for(1)
+    await wait_until(lambda: sum(s.kind == CLIENT for s in otlp.spans) == 3, 10, "three client spans exported")
+
+    spans = otlp.spans
+    assert {s.trace_id for s in spans} == {TRACE}
+    assert {s.service for s in spans} == {"qw-test"}
+    [send] = [s for s in spans if s.kind == PRODUCER]
+    [queued_span] = [s for s in spans if s.name == "queued"]
+    attempts = sorted((s for s in spans if s.kind == CONSUMER), key=lambda s: s.attributes["queue_worker.attempt"])
+
+    def children(parent: ReceivedSpan) -> list[ReceivedSpan]:
+        return [s for s in spans if s.parent_id == parent.span_id]
+
+    # The caller's span -> send -> queued and both attempts, as siblings.
+    assert send.parent_id == CALLER
+    assert queued.headers["traceparent"] == f"00-{TRACE}-{send.span_id}-01"
+    assert queued_span.parent_id == send.span_id
+    assert [a.parent_id for a in attempts] == [send.span_id, send.span_id]
+    assert [a.attributes["queue_worker.attempt"] for a in attempts] == [1, 2]
+    assert [a.attributes["queue_worker.outcome"] for a in attempts] == ["retry", "ack"]
+    assert attempts[0].attributes["messaging.message.id"] == queued.headers["X-Call-Id"]
+    # Attempt 1: the failed invocation. Attempt 2: the invocation, then the callback.
+    [failed] = children(attempts[0])
+    invoked, called_back = sorted(children(attempts[1]), key=lambda s: "cb" in str(s.attributes["url.full"]))
+    assert (failed.attributes["http.response.status_code"], failed.error) == (503, True)
+    assert (invoked.attributes["http.response.status_code"], invoked.error) == (200, False)
+    assert called_back.attributes["url.full"] == receiver.url + "/done"
+    # The function and the receiver get traceparents naming those client spans.
+    calls = gateway.calls_to("flaky")
+    assert [_parent_of(c.header("traceparent")) for c in calls] == [(TRACE, failed.span_id), (TRACE, invoked.span_id)]
+    assert _parent_of(callback.header("traceparent")) == (TRACE, called_back.span_id)
+    # And the log lines carry the ids, so logs and traces link.
+    invoked_lines = worker.events("Invoked")
+    assert {line["trace_id"] for line in invoked_lines} == {TRACE}
+    assert [line["span_id"] for line in invoked_lines] == [a.span_id for a in attempts]
+
+
+async def test_the_front_door_starts_a_trace_when_the_caller_sent_none(
+    otlp: OtlpReceiver, gateway: RecordingServer, start_worker: WorkerFactory
+) -> None:
+    worker = start_worker(**_tracing(otlp))
+    await worker.wait_ready()
+
+    async with httpx.AsyncClient() as client:
+        queued = await client.post(f"http://127.0.0.1:{worker.port}/async-function/echo", content=b"x")
+    await wait_until(lambda: len(gateway.calls_to("echo")) == 1, 10, "the call")
+    await wait_until(lambda: any(s.kind == CLIENT for s in otlp.spans), 10, "spans exported")
+
+    trace_id, send_id = _parent_of(queued.headers.get("traceparent"))
+    [send] = [s for s in otlp.spans if s.kind == PRODUCER]
+    assert (send.trace_id, send.span_id, send.parent_id) == (trace_id, send_id, "")
+    assert _parent_of(gateway.calls_to("echo")[0].header("traceparent"))[0] == trace_id
+
+
+async def test_with_tracing_off_the_callers_traceparent_reaches_the_function_unchanged(
+    gateway: RecordingServer, start_worker: WorkerFactory
+) -> None:
+    worker = start_worker()
+    await worker.wait_ready()
+    traceparent = f"00-{TRACE}-{CALLER}-01"
+
+    async with httpx.AsyncClient() as client:
+        queued = await client.post(
+            f"http://127.0.0.1:{worker.port}/async-function/echo", content=b"x", headers={"traceparent": traceparent}
+        )
+    await wait_until(lambda: len(gateway.calls_to("echo")) == 1, 10, "the call")
+
+    assert "traceparent" not in queued.headers
+    assert gateway.calls_to("echo")[0].header("traceparent") == traceparent
+    assert "trace_id" not in worker.events("Invoked")[0]
