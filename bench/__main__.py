@@ -32,7 +32,10 @@ from bench.limits import function_names, large_bodies
 from bench.load import measure_server
 from bench.plots import draw
 from bench.proc import cpu_seconds, peak_rss_mb
+from bench.trace_picture import draw as draw_trace
+from bench.trace_picture import record as record_trace
 from harness.natsd import NatsServer
+from harness.otlp import OtlpReceiver
 from harness.ports import free_port
 from harness.publish import QueueRequest, encode
 from harness.worker import HANDLER, ROOT, TEMPLATE
@@ -224,6 +227,19 @@ async def measure_edges(bench: Bench) -> dict[str, object]:
         status["off"].append((await bench.run("queue-worker", at_100, call_status_ttl="0s")).rate)
     on, off = statistics.median(status["on"]), statistics.median(status["off"])
     print(f"  call status at 100 in flight: on {on:,.0f}/s, off {off:,.0f}/s ({on / off:.2f}x)", flush=True)
+    otlp = await OtlpReceiver().start()
+    traced: dict[str, list[float]] = {"off": [], "10%": []}
+    sampled = {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp.url, "OTEL_TRACES_SAMPLER": "traceidratio"}
+    try:
+        for _ in range(2):
+            traced["off"].append((await bench.run("queue-worker", at_100)).rate)
+            traced["10%"].append(
+                (await bench.run("queue-worker", at_100, OTEL_TRACES_SAMPLER_ARG="0.1", **sampled)).rate
+            )
+    finally:
+        await otlp.close()
+    untraced, tenth = statistics.median(traced["off"]), statistics.median(traced["10%"])
+    print(f"  tracing at 100 in flight: off {untraced:,.0f}/s, 10% sampled {tenth:,.0f}/s ({tenth / untraced:.2f}x)")
     large = {impl: await large_bodies(bench, impl) for impl in ("queue-worker", "hand-written")}
     for impl, figures in large.items():
         print(f"  1 MiB bodies at 100 in flight, {impl}: {figures}", flush=True)
@@ -231,6 +247,7 @@ async def measure_edges(bench: Bench) -> dict[str, object]:
     print(f"  10,000 function names: {names}", flush=True)
     return {
         "call_status_rate": {"on": on, "off": off, "ratio": round(on / off, 3)},
+        "tracing_rate": {"off": untraced, "sampled_10pct": tenth, "ratio": round(tenth / untraced, 3)},
         "large_bodies": large,
         "names": names,
     }
@@ -270,7 +287,7 @@ async def main() -> int:
         report = summarise(results, latency, server_rate, clients, edges)
         RESULTS.write_text(json.dumps(report, indent=2) + "\n")
         print_table(report)
-        for path in draw(report):
+        for path in [*draw(report), draw_trace(await record_trace())]:
             print(f"drew {path.relative_to(ROOT)}")
         return 0
     finally:
@@ -306,6 +323,7 @@ def summarise(
         == 1.0,
         "10,000 function names: scrape < 100 ms": edges["names"]["scrape_ms"] < 100,
         "10,000 function names: RSS < 100 MB": edges["names"]["peak_rss_mb"] < 100,
+        "tracing at 10% sampling costs < 5%": edges["tracing_rate"]["ratio"] >= 0.95,
     }
     return {
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},

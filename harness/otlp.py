@@ -27,6 +27,8 @@ class ReceivedSpan:
     attributes: dict[str, Any]
     service: str
     error: bool
+    start_ns: int = 0
+    end_ns: int = 0
 
 
 def _value(any_value: Any) -> Any:
@@ -73,6 +75,8 @@ class OtlpReceiver:
                             attributes={a.key: _value(a.value) for a in span.attributes},
                             service=str(resource.get("service.name", "")),
                             error=span.status.code == 2,
+                            start_ns=span.start_time_unix_nano,
+                            end_ns=span.end_time_unix_nano,
                         )
                     )
         body = ExportTraceServiceResponse().SerializeToString()
