@@ -15,7 +15,9 @@ The spans of one call, under the caller's trace (or one the front door starts):
   - ``POST`` (client): the callback; the receiver receives its ``traceparent``.
 
 Every attempt's parent is the stored ``traceparent``, so the attempts of a call are siblings
-in one trace, numbered by ``queue_worker.attempt``.
+in one trace, numbered by ``queue_worker.attempt``. An attempt the sampler drops makes no span
+beyond the sampler's decision, and its ``traceparent`` passes through: making spans, not
+exporting them, is what tracing costs here (``make bench`` measures it).
 """
 
 from __future__ import annotations
@@ -105,8 +107,9 @@ NO_SPAN: contextlib.nullcontext[None] = contextlib.nullcontext()
 
 
 def client_span(name: str, url: str, method: str) -> AbstractContextManager[Span | None]:
-    """A client span for one HTTP request, the current span its parent; ``None`` while off."""
-    if _tracer is None:
+    """A client span for one HTTP request, the current span its parent; ``None`` while off or
+    when the attempt is not sampled."""
+    if _tracer is None or not trace.get_current_span().is_recording():
         return NO_SPAN
     attributes: dict[str, Any] = {"http.request.method": method, "url.full": url}
     return _tracer.start_as_current_span(name, kind=SpanKind.CLIENT, attributes=attributes)

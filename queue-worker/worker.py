@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 
 import nats.js.errors
 from nats.js.errors import NotFoundError
+from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind
 from structlog.typing import FilteringBoundLogger
 
@@ -137,23 +138,30 @@ class QueueWorker:
         return self._traced_attempt(request, event, now) if tracing.enabled() else tracing.NO_SPAN
 
     @contextlib.contextmanager
-    def _traced_attempt(self, request: QueueRequest, event: Event, now: datetime) -> Iterator[Span]:
+    def _traced_attempt(self, request: QueueRequest, event: Event, now: datetime) -> Iterator[Span | None]:
         tracer = tracing.tracer()
         parent = tracing.parent(request.header)
+        span = tracer.start_span(f"process {event.subject}", context=parent, kind=SpanKind.CONSUMER)
+        if not span.is_recording():
+            # Not sampled: nothing more is made for this attempt (the costly part of tracing is
+            # making spans, not exporting them), and traceparent passes through as when off.
+            yield None
+            return
+        span.set_attributes(
+            {
+                "messaging.system": "nats",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": event.subject,
+                "messaging.message.id": request.call_id,
+                "faas.invoked_name": request.function,
+                "queue_worker.attempt": event.attempt,
+            }
+        )
         if event.attempt == 1:
             queued_s = queued_for(request, event, now)
             end_ns = int(now.timestamp() * 1e9)
             tracer.start_span("queued", context=parent, start_time=end_ns - int(queued_s * 1e9)).end(end_ns)
-        attributes: dict[str, str | int] = {
-            "messaging.system": "nats",
-            "messaging.operation.type": "process",
-            "messaging.destination.name": event.subject,
-            "messaging.message.id": request.call_id,
-            "faas.invoked_name": request.function,
-            "queue_worker.attempt": event.attempt,
-        }
-        name = f"process {event.subject}"
-        with tracer.start_as_current_span(name, context=parent, kind=SpanKind.CONSUMER, attributes=attributes) as span:
+        with trace.use_span(span, end_on_exit=True):
             yield span
 
     async def _attempt(
