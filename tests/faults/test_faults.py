@@ -124,6 +124,14 @@ async def test_a_three_node_cluster_losing_a_node_loses_nothing(
         await worker.wait_ready(timeout_s=60)
         info = await nc.jetstream().stream_info(queue.stream)
         assert info.config.num_replicas == 3
+        # A new R3 stream answers publishes once its group has a leader and every replica caught
+        # up; until then the server says "no responders", as it does to any publisher.
+        for _ in range(100):
+            cluster_info = info.cluster
+            if cluster_info and cluster_info.leader and all(r.current for r in cluster_info.replicas or ()):
+                break
+            await asyncio.sleep(0.1)
+            info = await nc.jetstream().stream_info(queue.stream)
         load = Workload("cluster node killed (R3)", 200, queue, gateway, receiver, Work(delay_s=0.02))
         await load.publish(nc)
         await wait_until(lambda: load.invocations() >= 50, 30, "fifty invoked")
