@@ -12,7 +12,9 @@ The spans of one call, under the caller's trace (or one the front door starts):
 - ``queued`` : from ``X-Start-Time`` to the first attempt;
 - ``process <queue>`` (consumer): one per attempt, with the attempt and the decision;
   - ``POST`` (client): the invocation; the function receives its ``traceparent``;
-  - ``POST`` (client): the callback; the receiver receives its ``traceparent``.
+  - ``POST`` (client): the callback; the receiver receives its ``traceparent``;
+- ``process <queue>`` (consumer), with ``queue_worker.callback_delivery``: each later post of a
+  callback that failed, a job of its own, under the attempt that queued it.
 
 Every attempt's parent is the stored ``traceparent``, so the attempts of a call are siblings
 in one trace, numbered by ``queue_worker.attempt``. An attempt the sampler drops makes no span
@@ -113,6 +115,24 @@ def client_span(name: str, url: str, method: str) -> AbstractContextManager[Span
         return NO_SPAN
     attributes: dict[str, Any] = {"http.request.method": method, "url.full": url}
     return _tracer.start_as_current_span(name, kind=SpanKind.CLIENT, attributes=attributes)
+
+
+def current_traceparent() -> str:
+    """The ``traceparent`` of the current span if it is recorded, else ``""``."""
+    if _tracer is None:
+        return ""
+    span = trace.get_current_span()
+    return dict(injected(span)).get("traceparent", "") if span.is_recording() else ""
+
+
+def job_span(name: str, traceparent: str, delivery: int) -> AbstractContextManager[Span | None]:
+    """The span of a callback job's delivery, in the trace of the attempt that queued it;
+    ``None`` when that attempt was not traced."""
+    if _tracer is None or not traceparent:
+        return NO_SPAN
+    attributes: dict[str, Any] = {"messaging.system": "nats", "queue_worker.callback_delivery": delivery}
+    context = propagate.extract({"traceparent": traceparent})
+    return _tracer.start_as_current_span(name, context=context, kind=SpanKind.CONSUMER, attributes=attributes)
 
 
 def record_status(span: Span | None, status: int, error: str = "") -> None:

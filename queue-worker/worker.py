@@ -326,7 +326,7 @@ class QueueWorker:
         posted = await self._post(destination, invocation, info, log)
         if posted.ok or posted.refused:
             return not posted.refused
-        job = CallbackJob(destination.url, invocation, info)
+        job = CallbackJob(destination.url, invocation, info, traceparent=tracing.current_traceparent())
         # One job per stored request, even if the request itself is redelivered after a crash.
         job_id = f"callback-{context.settings.stream}-{seq}"
         data = job.encode()
@@ -356,7 +356,8 @@ class QueueWorker:
             if job.body_ref:
                 body = await self.results.get(context.nats(), job.body_ref)
                 invocation = invocation._replace(response=replace(invocation.response, body=body))
-            posted = await self._post(destination, invocation, job.info, log)
+            with tracing.job_span(f"process {event.subject}", job.traceparent, event.attempt):
+                posted = await self._post(destination, invocation, job.info, log)
             if posted.ok or posted.refused:
                 if job.body_ref:
                     await self.results.delete(context.nats(), job.body_ref)

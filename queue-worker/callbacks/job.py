@@ -33,6 +33,8 @@ class CallbackJob:
     #: Where the result's body is kept when it is too large to travel in the job (see
     #: :mod:`.results`); the job then carries no body.
     body_ref: str = ""
+    #: The attempt's ``traceparent`` when it was traced, so the retries of the post join its trace.
+    traceparent: str = ""
 
     def encode(self) -> bytes:
         """The job as JSON; the body is base64 so any bytes survive."""
@@ -51,6 +53,7 @@ class CallbackJob:
                 "retries": self.info.retries,
                 "maxRetries": self.info.max_retries,
                 "state": self.info.state or "",
+                "traceparent": self.traceparent,
             },
             separators=(",", ":"),
         ).encode()
@@ -77,6 +80,12 @@ class CallbackJob:
                 max_retries=int(doc["maxRetries"]),
                 state=CallState(doc["state"]) if doc.get("state") else None,
             )
-            return cls(url=str(doc["url"]), invocation=invocation, info=info, body_ref=str(doc.get("bodyRef") or ""))
+            return cls(
+                url=str(doc["url"]),
+                invocation=invocation,
+                info=info,
+                body_ref=str(doc.get("bodyRef") or ""),
+                traceparent=str(doc.get("traceparent") or ""),
+            )
         except (ValueError, KeyError, TypeError, binascii.Error, RecursionError) as exc:
             raise DecodeError("callback_job", f"not a callback job ({exc!r})") from exc

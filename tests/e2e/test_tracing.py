@@ -127,3 +127,34 @@ async def test_with_tracing_off_the_callers_traceparent_reaches_the_function_unc
     assert "traceparent" not in queued.headers
     assert gateway.calls_to("echo")[0].header("traceparent") == traceparent
     assert "trace_id" not in worker.events("Invoked")[0]
+
+
+async def test_the_retries_of_a_failed_callback_join_the_calls_trace(
+    otlp: OtlpReceiver, gateway: RecordingServer, receiver: RecordingServer, start_worker: WorkerFactory
+) -> None:
+    answers = itertools.chain([503], itertools.repeat(200))
+
+    async def flaky_receiver(request: web.Request, body: bytes) -> web.Response:
+        return web.Response(status=next(answers))
+
+    receiver.default = flaky_receiver
+    worker = start_worker(callback_initial_retry_wait="100ms", **_tracing(otlp))
+    await worker.wait_ready()
+
+    async with httpx.AsyncClient() as client:
+        await client.post(
+            f"http://127.0.0.1:{worker.port}/async-function/echo",
+            content=b"x",
+            headers={"traceparent": f"00-{TRACE}-{CALLER}-01", "X-Callback-Url": receiver.url + "/done"},
+        )
+    first, second = await receiver.wait_for(2)
+    await wait_until(lambda: any("queue_worker.callback_delivery" in s.attributes for s in otlp.spans), 10, "job span")
+    await wait_until(lambda: sum(s.kind == CLIENT for s in otlp.spans) == 3, 10, "three client spans")
+
+    [attempt] = [s for s in otlp.spans if "queue_worker.attempt" in s.attributes]
+    [job] = [s for s in otlp.spans if "queue_worker.callback_delivery" in s.attributes]
+    [repost] = [s for s in otlp.spans if s.parent_id == job.span_id]
+    assert (job.trace_id, job.parent_id, job.kind) == (TRACE, attempt.span_id, CONSUMER)
+    assert job.attributes["queue_worker.callback_delivery"] == 2
+    assert _parent_of(second.header("traceparent")) == (TRACE, repost.span_id)
+    assert _parent_of(first.header("traceparent"))[0] == TRACE
