@@ -416,7 +416,10 @@ async def dead_letters_act(config: Config, args: argparse.Namespace) -> int:
                 print(f"skipped (cut to fit the payload limit): seq {letter.seq}", file=sys.stderr)
         verb = {"replay": "replayed", "purge": "purged"}[args.command]
         if args.dry_run:
-            table(LETTER_COLUMNS, (_row(letter) for letter in letters))
+            if args.json:
+                emit_json([letter.summary() for letter in letters])
+            else:
+                table(LETTER_COLUMNS, (_row(letter) for letter in letters))
             print(f"would have {verb} {len(letters)} of {total} dead letters (dry run)", file=sys.stderr)
             return 0
         bar = tqdm(total=len(letters), unit="letter", disable=None if len(letters) >= PROGRESS_FROM else True)

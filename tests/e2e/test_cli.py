@@ -169,6 +169,7 @@ async def test_dead_letters_list_show_replay_and_purge(
     newer = await call(cli, "dead-letters", "list", "--json", "--older-than", "1h")
     shown = await call(cli, "dead-letters", "show", "replay-1")
     dry = await call(cli, "dead-letters", "replay", "--call-id", "replay-1", "--dry-run")
+    dry_json = await call(cli, "dead-letters", "purge", "--reason", "exhausted", "--dry-run", "--json")
     assert len(await dead_letters(nc, queue)) == 3
     replayed = await call(cli, "dead-letters", "replay", "--call-id", "replay-1")
     unbounded = await call(cli, "dead-letters", "purge")
@@ -186,6 +187,7 @@ async def test_dead_letters_list_show_replay_and_purge(
     assert shown_fields["detail.callId"].strip() == "replay-1"
     assert shown_fields["why"].strip().startswith("failed max_retry_attempts times")
     assert "would have replayed 1 of 3 dead letters (dry run)" in dry.stderr
+    assert len(json.loads(dry_json.stdout)) == 3  # listed, not purged
     assert replayed.stdout.strip() == f"replayed 1 of 3 dead letters on {DEAD_LETTER_STREAM}.{queue.subject}"
     # The replayed call runs again (and, still gone, is dead again); the others stay where they were.
     await wait_until(lambda: len(worker.events("Dead-lettered")) == 4, 10, "replayed request dead again")
