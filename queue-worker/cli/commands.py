@@ -360,14 +360,19 @@ def _row(letter: StoredDeadLetter) -> tuple[object, ...]:
 LETTER_COLUMNS = ("SEQ", "REASON", "FUNCTION", "CALL ID", "ATTEMPTS", "LAST STATUS", "AGE", "TRUNCATED")
 
 
+def _show_letters(letters: list[StoredDeadLetter], as_json: bool) -> None:
+    """Their summaries as JSON, or a table."""
+    if as_json:
+        emit_json([letter.summary() for letter in letters])
+    else:
+        table(LETTER_COLUMNS, (_row(letter) for letter in letters))
+
+
 async def dead_letters_list(config: Config, args: argparse.Namespace) -> int:
     chosen = choice(args)
     async with connected(config) as client:
         letters, total = await _letters(config, await _jetstream(client), chosen)
-    if args.json:
-        emit_json([letter.summary() for letter in letters])
-    else:
-        table(LETTER_COLUMNS, (_row(letter) for letter in letters))
+    _show_letters(letters, args.json)
     print(f"{len(letters)} of {total} dead letters on {config.settings.dead_letter_subject}", file=sys.stderr)
     return 0
 
@@ -416,10 +421,7 @@ async def dead_letters_act(config: Config, args: argparse.Namespace) -> int:
                 print(f"skipped (cut to fit the payload limit): seq {letter.seq}", file=sys.stderr)
         verb = {"replay": "replayed", "purge": "purged"}[args.command]
         if args.dry_run:
-            if args.json:
-                emit_json([letter.summary() for letter in letters])
-            else:
-                table(LETTER_COLUMNS, (_row(letter) for letter in letters))
+            _show_letters(letters, args.json)
             print(f"would have {verb} {len(letters)} of {total} dead letters (dry run)", file=sys.stderr)
             return 0
         bar = tqdm(total=len(letters), unit="letter", disable=None if len(letters) >= PROGRESS_FROM else True)
