@@ -39,7 +39,7 @@ import nats.errors
 from aiohttp import web
 from opentelemetry.trace import Span, SpanKind
 
-from runtime import Context, NotConnected, describe
+from runtime import Context, NotConnected, describe, function_subject
 
 from . import tracing
 from .callbacks.guard import Undeliverable, check
@@ -306,7 +306,7 @@ class FrontDoor:
         """The producer span of storing the call, under the caller's trace (or a new one)."""
         if not tracing.enabled():
             return tracing.NO_SPAN
-        subject = self._context.settings.queue_name
+        subject = self._subject(queued.function)
         attributes: dict[str, str] = {
             "messaging.system": "nats",
             "messaging.operation.type": "send",
@@ -317,6 +317,14 @@ class FrontDoor:
         return tracing.tracer().start_as_current_span(
             f"send {subject}", context=tracing.parent(queued.header), kind=SpanKind.PRODUCER, attributes=attributes
         )
+
+    def _subject(self, function: str) -> str:
+        """Where a call to ``function`` is stored: in function mode its own subject,
+        ``<queue_name>.<name>.<namespace>``, else (or for a name no subject can hold) the queue's."""
+        settings = self._context.settings
+        if not settings.function_mode:
+            return settings.queue_name
+        return function_subject(settings.queue_name, function, self._settings.function_namespace) or settings.queue_name
 
     def _limit(self) -> int:
         try:
@@ -357,9 +365,7 @@ class FrontDoor:
         try:
             client = self._context.nats()
             await self._status.create(client, call_id, function, queuedAt=time.time())
-            await client.jetstream().publish(
-                self._context.settings.queue_name, data, headers={"Nats-Msg-Id": call_id}, timeout=5
-            )
+            await client.jetstream().publish(self._subject(function), data, headers={"Nats-Msg-Id": call_id}, timeout=5)
         except (NotConnected, nats.errors.Error, TimeoutError) as exc:
             self._context.log.warning("Cannot queue", function=function, callId=call_id, error=describe(exc))
             raise web.HTTPServiceUnavailable(text="the queue cannot be written now; nothing was stored") from None

@@ -26,6 +26,8 @@ RETRY_AFTER_STATUSES = frozenset({429, 503})
 MAX_RETRY_AFTER_S = 24 * 3600.0
 #: Header with which OpenFaaS components mark an error as theirs, not the function's.
 INTERNAL_HEADER = "x-openfaas-internal"
+#: Statuses that may say a function is full (see :func:`overloaded`).
+OVERLOAD_STATUSES = frozenset({429, 503})
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +124,12 @@ class Final:
 def is_retryable(status: int, headers: Mapping[str, str], codes: frozenset[int]) -> bool:
     """A listed status, or any error that an OpenFaaS component marked as its own."""
     return status in codes or (status >= 400 and INTERNAL_HEADER in headers)
+
+
+def overloaded(status: int, headers: Mapping[str, str]) -> bool:
+    """The function had no room for the call: a 429 from it, or the gateway's 503 marked
+    internal (no endpoints: scaled to zero, or none ready). Pure; ``headers`` lower-cased."""
+    return status == 429 or (status == 503 and INTERNAL_HEADER in headers)
 
 
 def decide(

@@ -33,7 +33,7 @@ from .callbacks.post import CallbackInfo, Posted, post_callback
 from .callbacks.results import ResultStore
 from .invoke import Invocation, Invoker
 from .metrics import FunctionLabels, WorkerMetrics
-from .retry import Final, RetryLater, decide
+from .retry import OVERLOAD_STATUSES, Final, RetryLater, decide, overloaded
 from .settings import WorkerSettings
 from .status.state import CallState, Facts, Record, record_for
 from .status.store import StatusWriter
@@ -199,11 +199,13 @@ class QueueWorker:
             rng=self.rng,
             now=datetime.now(UTC),
         )
+        # Function mode lowers the function's concurrency limit on this (see runtime/limiter.py).
+        overload = overloaded(status, invocation.response.header_map() if status in OVERLOAD_STATUSES else {})
         if isinstance(decision, RetryLater):
             if request.call_id not in self.cancellations:
                 name = self.labels(request.function)
                 self.metrics.retries.labels(self.metrics.queue, name, str(status)).inc()
-                return Decided(Retry(decision.delay_s, reason=f"status {status}"), facts)
+                return Decided(Retry(decision.delay_s, reason=f"status {status}", overloaded=overload), facts)
             # Cancelled while this attempt ran: it stands as the last one, and nothing follows.
             log.info("Cancelled, not retried", status=status)
             facts = facts._replace(cancelled=True)
@@ -220,8 +222,9 @@ class QueueWorker:
             return self._refuse(request, facts, url or "", "resolves to a forbidden address", log)
         if isinstance(decision, Final) and decision.exhausted:
             log.warning("Retries exhausted", status=status, attempts=event.attempt)
-            return Decided(DeadLetter("exhausted", {**_identity(request), **_last_result(invocation)}), facts)
-        return Decided(Ack(reason="cancelled" if facts.cancelled else f"status {status}"), facts)
+            detail = {**_identity(request), **_last_result(invocation)}
+            return Decided(DeadLetter("exhausted", detail, overloaded=overload), facts)
+        return Decided(Ack(reason="cancelled" if facts.cancelled else f"status {status}", overloaded=overload), facts)
 
     async def _cancelled(
         self, request: QueueRequest, facts: Facts, context: Context, log: FilteringBoundLogger

@@ -11,6 +11,7 @@ from .contract import Ack, ConsumerNeeds, Context, DeadLetter, Event, Function, 
 from .durations import format_duration, parse_duration
 from .env import Env
 from .errors import EXIT_CONFIG, ConfigError, ConnectorError, HandlerLoadError, NotConnected, describe
+from .lanes import function_subject
 from .loop_metrics import LoopCounter, LoopGauge, LoopHistogram
 from .metrics import DURATION_BUCKETS
 from .settings import Settings
@@ -38,6 +39,7 @@ __all__ = [
     "Terminate",
     "describe",
     "format_duration",
+    "function_subject",
     "parse_duration",
     "read_secret",
     "secret_folder",

@@ -30,15 +30,16 @@ from prometheus_client import (
 from structlog.typing import FilteringBoundLogger
 
 from . import logs, probes
-from .connection import ConnectionState, connect, ensure_topology
+from .connection import ConnectionState, FunctionConsumersRemain, connect, ensure_function_consumer, ensure_topology
 from .consumer import Consumer
 from .contract import ConsumerNeeds, Context, Function
 from .dead_letters import DeadLetters
 from .errors import EXIT_CONFIG, ConfigError, HandlerLoadError, describe
+from .lane_metrics import LaneCollector
 from .loader import load_function
 from .metrics import RuntimeMetrics
 from .settings import Settings
-from .stream_state import StreamStateCollector, refresh
+from .stream_state import StreamStateCollector, refresh, subject_counts
 
 T = TypeVar("T")
 
@@ -171,8 +172,13 @@ async def _consume(
         await function.on_connect(context)
     state.bound = True
     log.info("Subscribed", stream=settings.stream, durable=settings.durable)
-    collector = StreamStateCollector(settings.metrics_namespace, settings.queue_name)
-    context.registry.register(collector)
+
+    async def ensure_lane(key: str, name: str) -> None:
+        await ensure_function_consumer(js, settings, key, name, context.needs.owner)
+
+    async def read_counts() -> Mapping[str, int]:
+        return await subject_counts(client, settings.stream)
+
     consumer = Consumer(
         settings=settings,
         function=function,
@@ -183,7 +189,17 @@ async def _consume(
         stopping=stopping,
         state=state,
         rebind=rebind,
+        read_counts=read_counts,
+        ensure_lane=ensure_lane,
     )
+    collector = StreamStateCollector(
+        settings.metrics_namespace, settings.queue_name, functions=consumer.pending_by_function
+    )
+    context.registry.register(collector)
+    if settings.function_mode:
+        context.registry.register(
+            LaneCollector(settings.metrics_namespace, settings.queue_name, consumer, settings.max_inflight)
+        )
     refresher = asyncio.create_task(refresh(js, settings, collector, log))
     _keep_gc_off_the_hot_path(settings.max_inflight)
     try:
@@ -214,7 +230,10 @@ async def _prepare(rebind: Callable[[], Awaitable[None]], client: Client, log: F
             await rebind()
             return True
         except (TimeoutError, nats.errors.Error) as exc:
-            if isinstance(exc, nats.errors.NoRespondersError | nats.js.errors.ServiceUnavailableError):
+            if isinstance(exc, FunctionConsumersRemain):
+                if attempts % JETSTREAM_OFF_REPEAT == 0:
+                    log.warning("Waiting for function mode's consumers to go", reason=str(exc))
+            elif isinstance(exc, nats.errors.NoRespondersError | nats.js.errors.ServiceUnavailableError):
                 if attempts % JETSTREAM_OFF_REPEAT == 0:
                     log.error(
                         "JetStream is not enabled",

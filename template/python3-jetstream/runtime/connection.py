@@ -21,6 +21,8 @@ from .settings import Settings
 
 #: JetStream's refusals of a second consumer on a work-queue stream (unfiltered, or overlapping).
 WORK_QUEUE_TAKEN = frozenset({10099, 10100})
+#: JetStream's answer to creating a consumer that exists with another configuration.
+CONSUMER_EXISTS = 10148
 #: The consumer metadata key naming the function that owns it.
 OWNER = "owner"
 #: Seconds between reconnect attempts to one server; the client cycles through the list.
@@ -132,9 +134,12 @@ async def ensure_topology(
             function; names ``nats_durable``.
     """
     needs = needs or ConsumerNeeds()
+    functions = function_subjects(settings)
     wanted_stream = StreamConfig(
         name=settings.stream,
-        subjects=[settings.queue_name],
+        # The per-function subjects always, so a function-mode replica can publish whatever
+        # mode the others run in (an unfiltered static consumer takes them all).
+        subjects=[settings.queue_name, functions],
         retention=RetentionPolicy.WORK_QUEUE,
         storage=StorageType.FILE,
         num_replicas=settings.stream_replicas,
@@ -142,9 +147,13 @@ async def ensure_topology(
     try:
         info = await js.stream_info(settings.stream)
         _log_differences(log, "stream", settings.stream, wanted_stream, info.config, ("retention", "num_replicas"))
+        subjects = info.config.subjects or []
+        if settings.function_mode and functions not in subjects:
+            await js.update_stream(dataclasses.replace(info.config, subjects=[*subjects, functions]))
+            log.info("Stream takes per-function subjects", stream=settings.stream, subject=functions)
     except NotFoundError:
         await js.add_stream(wanted_stream)
-        log.info("Created stream", stream=settings.stream, subject=settings.queue_name)
+        log.info("Created stream", stream=settings.stream, subjects=wanted_stream.subjects)
 
     await _ensure_dead_letter_stream(js, settings, log)
     wanted_consumer = ConsumerConfig(
@@ -156,6 +165,8 @@ async def ensure_topology(
         max_ack_pending=-1,
         max_waiting=512,
         metadata={OWNER: needs.owner} if needs.owner else None,
+        # Function mode: the per-function consumers take the rest.
+        filter_subject=settings.queue_name if settings.function_mode else None,
     )
     try:
         found = await js.consumer_info(settings.stream, settings.durable)
@@ -186,6 +197,7 @@ async def ensure_topology(
             + ". Change it, or delete it and the worker creates one",
         )
     await _claim(js, settings, log, found.config, needs.owner)
+    await _fit_filter(js, settings, log, found.config)
     _log_differences(log, "consumer", settings.durable, wanted_consumer, found.config, ("ack_wait",))
     pending = found.config.max_ack_pending
     if pending is not None and 0 < pending < settings.max_inflight:
@@ -216,6 +228,76 @@ async def _claim(
         settings.stream, dataclasses.replace(config, metadata={**(config.metadata or {}), OWNER: owner})
     )
     log.info("Claimed consumer", durable=settings.durable, owner=owner)
+
+
+def function_subjects(settings: Settings) -> str:
+    """The wildcard of every function's subject in function mode: ``<queue_name>.>``."""
+    return f"{settings.queue_name}.>"
+
+
+class FunctionConsumersRemain(nats.errors.Error):
+    """Static mode cannot widen its consumer to every subject while per-function consumers exist."""
+
+    def __str__(self) -> str:
+        return (
+            "per-function consumers of scaling_mode=function still exist; the consumer takes every function's "
+            "subject once they are gone (consumer_inactive_threshold after the last function-mode worker stops)"
+        )
+
+
+async def _fit_filter(
+    js: JetStreamContext, settings: Settings, log: FilteringBoundLogger, config: ConsumerConfig
+) -> None:
+    """Switch an existing durable consumer between the modes: in function mode it takes only the
+    plain subject; in static mode, every subject again (once function mode's consumers are gone,
+    since the subjects of a work queue's consumers must not overlap).
+
+    Raises:
+        FunctionConsumersRemain: static mode, and per-function consumers still take their subjects.
+    """
+    filters = [f for f in (config.filter_subject, *(config.filter_subjects or ())) if f]
+    if settings.function_mode:
+        if filters == [settings.queue_name]:
+            return
+        narrowed = dataclasses.replace(config, filter_subject=settings.queue_name, filter_subjects=None)
+        await js.add_consumer(settings.stream, narrowed)
+        log.info("Consumer takes the plain subject only", durable=settings.durable, subject=settings.queue_name)
+        return
+    if filters != [settings.queue_name]:
+        return
+    stream = await js.stream_info(settings.stream)
+    if function_subjects(settings) not in (stream.config.subjects or []):
+        return
+    try:
+        await js.add_consumer(settings.stream, dataclasses.replace(config, filter_subject=None, filter_subjects=None))
+    except BadRequestError as exc:
+        if exc.err_code not in WORK_QUEUE_TAKEN:
+            raise
+        raise FunctionConsumersRemain() from None
+    log.info("Consumer takes every subject again", durable=settings.durable)
+
+
+async def ensure_function_consumer(js: JetStreamContext, settings: Settings, key: str, name: str, owner: str) -> None:
+    """Make (or find) the durable consumer ``name`` of one function's subject, which the server
+    deletes ``consumer_inactive_threshold`` after its last pull."""
+    config = ConsumerConfig(
+        durable_name=name,
+        filter_subject=f"{settings.queue_name}.{key}",
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=settings.ack_wait_s,
+        max_deliver=-1,
+        max_ack_pending=-1,
+        max_waiting=512,
+        inactive_threshold=settings.consumer_inactive_threshold_s,
+        metadata={OWNER: owner} if owner else None,
+    )
+    try:
+        await js.add_consumer(settings.stream, config)
+    except BadRequestError as exc:
+        # Made by a replica with other settings: it serves all the same.
+        if exc.err_code != CONSUMER_EXISTS:
+            raise
 
 
 def consumer_problems(config: ConsumerConfig, settings: Settings, needs: ConsumerNeeds) -> list[str]:

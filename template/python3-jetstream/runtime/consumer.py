@@ -9,6 +9,11 @@ round trip succeeds and every request it may still hold has expired, so a healed
 thawed server does not answer a pile of stale requests at once. A consumer or stream deleted
 under the worker is recreated.
 
+In function mode (see :mod:`.lanes`) the worker pulls from a consumer per function: the stream's
+per-subject counts say which functions have work, their consumers are made on demand, free
+slots are shared between them fairly (:mod:`.fair`) and, with ``limiter_enabled``, each
+function's share is capped by its adaptive concurrency limit (:mod:`.limiter`).
+
 Every task this module starts is owned by :class:`Consumer` and is awaited or cancelled
 before :meth:`Consumer.run` returns.
 """
@@ -20,7 +25,7 @@ import contextlib
 import json
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -35,6 +40,9 @@ from .connection import ConnectionState
 from .contract import Ack, Context, DeadLetter, Event, Function, Outcome, Retry, Terminate
 from .dead_letters import DeadLetters
 from .errors import describe
+from .fair import share
+from .lanes import PLAIN, Lane, consumer_name, key_of, pending_by_function
+from .limiter import AdaptiveLimit
 from .metrics import RuntimeMetrics
 from .numbers import ascii_int_or_none
 from .pulls import GRACE_S, Pulls
@@ -58,6 +66,11 @@ ROUTINE_CONFLICTS = frozenset({"Leadership Change", "Message Size Exceeds MaxByt
 CROWDED_CONFLICTS = ("Exceeded MaxWaiting", "Exceeded MaxRequestBatch", "Exceeded MaxRequestExpires")
 #: Longest a PING round trip may take to prove a silent link alive.
 PROOF_TIMEOUT_S = 2
+#: Function mode: how often the stream's per-subject counts are read (a function's first message
+#: waits for the next reading; later ones find its pull requests waiting).
+DISCOVERY_INTERVAL_S = 0.25
+#: Function mode: per-function consumers made at once (each is one JetStream API request).
+CREATE_AT_ONCE = 64
 
 
 @dataclass(slots=True)
@@ -65,14 +78,23 @@ class InFlight:
     """A message whose handler is running."""
 
     msg: Msg
+    delivery: ack_subject.Delivery
+    lane: Lane
     started: float = field(default_factory=time.monotonic)
     settling: bool = False
     #: The server's delivery count, once read from the ack subject.
     attempt: int = 1
 
 
+#: Reads the stream's stored messages per subject (function mode's discovery).
+ReadCounts = Callable[[], Awaitable[Mapping[str, int]]]
+#: Makes (or finds) the consumer of one function's lane.
+EnsureLane = Callable[[str, str], Awaitable[None]]
+
+
 class Consumer:
-    """Consume one durable pull subscription until ``stopping`` is set, then drain."""
+    """Consume the queue's durable pull consumer (or, in function mode, a consumer per function)
+    until ``stopping`` is set, then drain."""
 
     def __init__(
         self,
@@ -86,6 +108,8 @@ class Consumer:
         stopping: asyncio.Event,
         state: ConnectionState | None = None,
         rebind: Callable[[], Awaitable[None]] | None = None,
+        read_counts: ReadCounts | None = None,
+        ensure_lane: EnsureLane | None = None,
     ) -> None:
         self._settings = settings
         self._function = function
@@ -97,37 +121,86 @@ class Consumer:
         self._stopping = stopping
         self._inflight: dict[asyncio.Task[None], InFlight] = {}
         #: Delivered while every slot was busy: started as slots free, never more at once.
-        self._held: deque[Msg] = deque()
+        self._held: deque[InFlight] = deque()
         self._state = state or ConnectionState()
         self._rebind = rebind
+        self._read_counts = read_counts
+        self._ensure_lane = ensure_lane
         #: Since when the server has not answered our pull requests (``None``: it does).
         self._silent_since: float | None = None
-        #: The consumer (or its stream) was reported missing and must be recreated.
+        #: A lane's consumer (or the stream) was reported missing and must be recreated.
         self._missing = False
         # Read when scraped rather than counted per message.
         metrics.inflight.set_function(lambda: len(self._inflight))
         #: Set when there is something to ask for, or stopping begins: what the pull loop waits for.
         self._wake = asyncio.Event()
-        self._pulls = Pulls.for_slots(settings.max_inflight, settings.fetch_wait_s, client.max_payload)
+        self._function_mode = settings.function_mode and read_counts is not None and ensure_lane is not None
+        #: Ask only once this many slots are free, so that a stream of completions does not
+        #: become a stream of one-message requests.
+        self._refill_at = max(1, settings.max_inflight // 8)
         self._inbox = client.new_inbox()
-        self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{settings.stream}.{settings.durable}"
+        self._lanes: dict[int, Lane] = {}
+        self._by_consumer: dict[str, Lane] = {}
+        self._by_key: dict[str, Lane] = {}
+        self._numbers = 0
+        #: Messages asked for and not yet delivered, over every lane.
+        self._outstanding = 0
+        #: Where the next share of free slots starts handing out odd ones.
+        self._cursor = 0
+        #: The stored messages per subject at the last reading (function mode).
+        self.counts: Mapping[str, int] = {}
+        self._add_lane(PLAIN, ready=True, unlimited=not self._function_mode)
         #: When the server last sent anything for our requests, or we last asked.
         self._heard = time.monotonic()
         self._paused_until = 0.0
 
+    @property
+    def lanes(self) -> list[Lane]:
+        """Every lane now: the plain subject's first."""
+        return list(self._lanes.values())
+
+    def pending_by_function(self) -> dict[str, int]:
+        """Function mode: messages stored per function (``name.namespace``) at the last reading."""
+        if not self._function_mode:
+            return {}
+        return pending_by_function(self._settings.queue_name, self.counts, self._by_key)
+
+    def _add_lane(self, key: str, *, ready: bool = False, unlimited: bool = False) -> Lane:
+        settings = self._settings
+        name = consumer_name(settings.durable, key)
+        limit = AdaptiveLimit(settings.max_inflight) if settings.limiter_enabled and key != PLAIN else None
+        lane = Lane(
+            number=self._numbers,
+            key=key,
+            consumer=name,
+            next_subject=f"$JS.API.CONSUMER.MSG.NEXT.{settings.stream}.{name}",
+            pulls=Pulls.for_slots(settings.max_inflight, settings.fetch_wait_s, self._client.max_payload),
+            limit=limit,
+            ready=ready,
+            unlimited=unlimited,
+        )
+        self._numbers += 1
+        self._lanes[lane.number] = self._by_consumer[name] = self._by_key[key] = lane
+        return lane
+
+    def _drop_lane(self, lane: Lane) -> None:
+        del self._lanes[lane.number], self._by_consumer[lane.consumer], self._by_key[lane.key]
+
     async def run(self) -> None:
         """Consume until stopped; then let running calls finish within ``shutdown_timeout``."""
-        subscription = await self._client.subscribe(f"{self._inbox}.*", cb=self._on_message)
+        subscription = await self._client.subscribe(f"{self._inbox}.*.*", cb=self._on_message)
         stop_waiter = asyncio.create_task(self._stopping.wait())
         stop_waiter.add_done_callback(lambda _: self._wake.set())
-        heartbeat = asyncio.create_task(self._heartbeat())
+        helpers = [stop_waiter, asyncio.create_task(self._heartbeat())]
+        if self._function_mode:
+            helpers.append(asyncio.create_task(self._discover()))
         try:
             await self._pull()
         finally:
             await asyncio.gather(self._close_pulls(subscription), self._drain())
-            for task in (heartbeat, stop_waiter):
+            for task in helpers:
                 task.cancel()
-            await asyncio.gather(heartbeat, stop_waiter, return_exceptions=True)
+            await asyncio.gather(*helpers, return_exceptions=True)
 
     async def _pull(self) -> None:
         """Ask for messages whenever enough slots are free; notice requests the server lost."""
@@ -139,25 +212,48 @@ class Consumer:
             if self._missing:
                 await self._recreate()
                 continue
-            if self._silent_since is None and self._pulls.outstanding and now - self._heard > expires_s + GRACE_S:
+            if self._silent_since is None and self._outstanding and now - self._heard > expires_s + GRACE_S:
                 # Every open request ends within expires_s, by message or status: the server is
                 # not answering (a partition, a frozen or restarted server).
                 self._silent_since = now
                 self._state.consuming = False
-                self._log.warning("Pull requests unanswered, proving the link", outstanding=self._pulls.outstanding)
+                self._log.warning("Pull requests unanswered, proving the link", outstanding=self._outstanding)
             if self._silent_since is not None:
                 await self._prove_link()
                 continue
-            ready = now >= self._paused_until and self._client.is_connected
-            batch = self._pulls.wanted(self._busy()) if ready else 0
-            if batch:
-                await self._ask(batch, now)
+            if now >= self._paused_until and self._client.is_connected:
+                await self._ask_lanes(now)
             await self._sleep_until_woken(self._paused_until - now if self._paused_until > now else expires_s)
             # Let the other calls finishing in this same turn free their slots too.
             await asyncio.sleep(0)
 
     def _busy(self) -> int:
         return len(self._inflight) + len(self._held)
+
+    def _free(self) -> int:
+        """Slots neither running, held nor asked for, if enough to be worth a request (else 0)."""
+        free = self._settings.max_inflight - self._busy() - self._outstanding
+        return free if free >= self._refill_at else 0
+
+    async def _ask_lanes(self, now: float) -> None:
+        free = self._free()
+        if not free:
+            return
+        maximum = self._settings.max_inflight
+        if not self._function_mode:
+            lane = self._lanes[0]
+            batch = min(free, lane.wants(maximum))
+            if batch:
+                await self._ask(lane, batch, now)
+            return
+        lanes = [lane for lane in self._lanes.values() if lane.wants(maximum)]
+        if not lanes:
+            return
+        grants = share([lane.wants(maximum) for lane in lanes], free, self._cursor % len(lanes))
+        self._cursor += 1
+        for lane, batch in zip(lanes, grants, strict=True):
+            if batch:
+                await self._ask(lane, batch, now)
 
     async def _prove_link(self) -> None:
         """Ask nothing until a PING round trip succeeds; then let every request the server may
@@ -171,25 +267,98 @@ class Consumer:
         if self._stopping.is_set():
             return
         silent_for = time.monotonic() - (self._silent_since or 0.0)
-        self._pulls.lost()
+        for lane in self._lanes.values():
+            self._lost(lane)
         self._silent_since = None
         self._state.consuming = True
         self._log.info("Pull requests answered again", silentFor=round(silent_for, 1))
 
+    def _lost(self, lane: Lane) -> None:
+        self._outstanding -= lane.pulls.outstanding
+        lane.pulls.lost()
+
     async def _recreate(self) -> None:
-        """Recreate what is missing (consumer, stream, dead-letter stream), once a second at most."""
+        """Recreate what is missing (consumers, stream, dead-letter stream), once a second at most."""
         self._state.consuming = False
+        missing = [lane for lane in self._lanes.values() if lane.missing]
         try:
             if self._rebind is not None:
                 await self._rebind()
+            if self._ensure_lane is not None:
+                for lane in missing:
+                    if lane.key != PLAIN:
+                        await self._ensure_lane(lane.key, lane.consumer)
         except (TimeoutError, nats.errors.Error) as exc:
             self._log.warning("Cannot recreate the consumer yet", error=describe(exc))
             await self._pause(PULL_ERROR_PAUSE_S)
             return
+        for lane in missing:
+            lane.missing = False
+            self._lost(lane)
         self._missing = False
-        self._pulls.lost()
         self._state.consuming = True
         self._paused_until = 0.0
+
+    async def _discover(self) -> None:
+        """Function mode: read which functions have messages stored, make the consumers of new
+        ones and forget the lanes idle for half ``consumer_inactive_threshold`` (the server
+        deletes their consumers after all of it)."""
+        assert self._read_counts is not None
+        failing = False
+        while True:
+            try:
+                counts = await self._read_counts()
+            except (TimeoutError, nats.errors.Error) as exc:
+                if not failing:
+                    self._log.warning("Cannot read the stream's counts per function", error=describe(exc))
+                failing = True
+                await asyncio.sleep(PULL_ERROR_PAUSE_S)
+                continue
+            failing = False
+            self.counts = counts
+            self._update_lanes(counts, time.monotonic())
+            await self._make_consumers()
+            self._wake.set()
+            await asyncio.sleep(DISCOVERY_INTERVAL_S)
+
+    def _update_lanes(self, counts: Mapping[str, int], now: float) -> None:
+        queue_name = self._settings.queue_name
+        seen = set()
+        for subject, stored in counts.items():
+            key = key_of(queue_name, subject)
+            if key is None or not stored:
+                continue
+            lane = self._by_key.get(key) or self._add_lane(key)
+            if stored > lane.stored:
+                lane.dry = False  # something new came
+            lane.stored = stored
+            seen.add(key)
+        forget_after = self._settings.consumer_inactive_threshold_s / 2
+        for lane in list(self._lanes.values()):
+            if lane.key not in seen:
+                lane.stored = 0
+            if lane.stored or lane.running or lane.held or lane.pulls.outstanding:
+                lane.idle_since = None
+            elif lane.idle_since is None:
+                lane.idle_since = now
+            elif now - lane.idle_since > forget_after and lane.key != PLAIN:
+                self._drop_lane(lane)
+
+    async def _make_consumers(self) -> None:
+        assert self._ensure_lane is not None
+        unmade = [lane for lane in self._lanes.values() if not lane.ready]
+        for start in range(0, len(unmade), CREATE_AT_ONCE):
+            chunk = unmade[start : start + CREATE_AT_ONCE]
+            results = await asyncio.gather(
+                *(self._ensure_lane(lane.key, lane.consumer) for lane in chunk), return_exceptions=True
+            )
+            for lane, result in zip(chunk, results, strict=True):
+                if isinstance(result, BaseException):
+                    if not isinstance(result, TimeoutError | nats.errors.Error):
+                        raise result
+                    self._log.warning("Cannot make the function's consumer yet", key=lane.key, error=describe(result))
+                else:
+                    lane.ready = True
 
     async def _sleep_until_woken(self, timeout_s: float) -> None:
         """Until :attr:`_wake` is set or ``timeout_s`` passes. A timer that sets the event, not
@@ -205,17 +374,24 @@ class Consumer:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
-    async def _ask(self, batch: int, now: float) -> None:
-        request_id = self._pulls.asked(batch, now)
+    async def _ask(self, lane: Lane, batch: int, now: float) -> None:
+        request_id = lane.pulls.asked(batch, now)
+        self._outstanding += batch
         self._heard = now
         expires = int(self._settings.fetch_wait_s * 1e9)
-        request = json.dumps({"batch": batch, "expires": expires, "max_bytes": self._pulls.max_bytes}).encode()
+        request = json.dumps({"batch": batch, "expires": expires, "max_bytes": lane.pulls.max_bytes}).encode()
         try:
-            await self._client.publish(self._next_subject, request, reply=f"{self._inbox}.{request_id}")
+            await self._client.publish(lane.next_subject, request, reply=f"{self._inbox}.{lane.number}.{request_id}")
         except nats.errors.Error as exc:
-            self._pulls.ended(request_id, batch)
+            self._ended(lane, request_id, batch)
             self._log.warning("Pull failed", error=describe(exc))
             self._paused_until = now + PULL_ERROR_PAUSE_S
+
+    def _ended(self, lane: Lane, request_id: str, undelivered: int | None) -> int:
+        before = lane.pulls.outstanding
+        batch = lane.pulls.ended(request_id, undelivered)
+        self._outstanding -= before - lane.pulls.outstanding
+        return batch
 
     async def _on_message(self, msg: Msg) -> None:
         """Every message on the pull inbox: a delivery, or a status about one of our requests."""
@@ -223,19 +399,32 @@ class Consumer:
         if not msg.reply:
             self._on_status(msg)
             return
-        self._pulls.delivered()
-        if self._stopping.is_set():
-            # Asked for before stopping, arrived after: straight back for another worker.
+        try:
+            delivery = ack_subject.parse(msg.reply)
+        except ack_subject.NotJetStream as exc:
+            # Nothing to acknowledge it with; a pull subscription never delivers one.
+            self._log.error("Not a JetStream message", subject=msg.subject, error=str(exc))
+            return
+        lane = self._by_consumer.get(delivery.consumer)
+        if lane is None or self._stopping.is_set():
+            # Asked for before stopping (or before its lane was forgotten), arrived after:
+            # straight back for another worker.
             with contextlib.suppress(nats.errors.Error):  # ack_wait brings it back all the same.
                 await msg.nak()
             self._wake.set()
             return
+        if lane.pulls.outstanding:
+            lane.pulls.delivered()
+            self._outstanding -= 1
+        lane.dry = False
+        flight = InFlight(msg, delivery, lane)
         if len(self._inflight) >= self._settings.max_inflight:
             if not self._held:
                 self._log.warning("More delivered than max_inflight; holding the rest", maxInflight=len(self._inflight))
-            self._held.append(msg)
+            lane.held += 1
+            self._held.append(flight)
             return
-        self._start(msg)
+        self._start(flight)
 
     def _on_status(self, msg: Msg) -> None:
         headers = msg.headers or {}
@@ -245,14 +434,21 @@ class Consumer:
         undelivered = ascii_int_or_none(headers.get("Nats-Pending-Messages", ""))
         if undelivered is None and description == BATCH_COMPLETED:
             undelivered = 0
-        self._pulls.ended(msg.subject.rpartition(".")[2], undelivered)
+        _, _, tail = msg.subject.rpartition(self._inbox + ".")
+        number, _, request_id = tail.partition(".")
+        lane = self._lanes.get(int(number)) if number.isdigit() else None
+        if lane is None:
+            return  # about a lane forgotten since
+        batch = self._ended(lane, request_id, undelivered)
+        if status == "408" and batch and undelivered is not None and undelivered >= batch:
+            lane.dry = True
         if status != "408" and not (status == "409" and description in ROUTINE_CONFLICTS):
             # 409 Exceeded MaxWaiting: pause, not spin. 409 Consumer Deleted, 404, 503 (no
             # consumer answered): the consumer or its stream is gone; recreate it.
-            self._log.warning("Pull refused", status=status, description=description.strip())
+            self._log.warning("Pull refused", status=status, description=description.strip(), consumer=lane.consumer)
             self._paused_until = time.monotonic() + PULL_ERROR_PAUSE_S
             if not description.startswith(CROWDED_CONFLICTS):
-                self._missing = True
+                lane.missing = self._missing = True
         self._wake.set()
 
     async def _close_pulls(self, subscription: Subscription) -> None:
@@ -262,33 +458,31 @@ class Consumer:
         while True:
             self._wake.clear()
             remaining = deadline - time.monotonic()
-            if not self._pulls.outstanding or not self._client.is_connected or remaining <= 0:
+            if self._outstanding <= 0 or not self._client.is_connected or remaining <= 0:
                 break
             await self._sleep_until_woken(remaining)
         with contextlib.suppress(nats.errors.Error):  # The connection is going away anyway.
             await subscription.unsubscribe()
 
-    def _start(self, msg: Msg) -> None:
-        flight = InFlight(msg)
+    def _start(self, flight: InFlight) -> None:
+        flight.lane.running += 1
         task = asyncio.create_task(self._process(flight))
         self._inflight[task] = flight
         task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
-        del self._inflight[task]
+        flight = self._inflight.pop(task)
+        flight.lane.running -= 1
         if self._held and not self._stopping.is_set():
-            self._start(self._held.popleft())
-        elif self._pulls.wanted(self._busy()):
+            held = self._held.popleft()
+            held.lane.held -= 1
+            held.started = time.monotonic()
+            self._start(held)
+        elif self._free():
             self._wake.set()
 
     async def _process(self, flight: InFlight) -> None:
-        msg = flight.msg
-        try:
-            delivery = ack_subject.parse(msg.reply)
-        except ack_subject.NotJetStream as exc:
-            # Nothing to acknowledge it with; a pull subscription never delivers one.
-            self._log.error("Not a JetStream message", subject=msg.subject, error=str(exc))
-            return
+        msg, delivery = flight.msg, flight.delivery
         flight.attempt = delivery.attempt
         event = Event(
             data=msg.data,
@@ -305,6 +499,8 @@ class Consumer:
             # Shutdown cut the call short: hand the message back for another worker at once.
             await self._settle(flight, Action("nak", reason="shutdown"), context)
             raise
+        if flight.lane.limit is not None:
+            _adapt(flight.lane, outcome)
         await self._settle(flight, plan(outcome), context)
         self._metrics.handler_duration.observe(time.monotonic() - flight.started)
 
@@ -347,12 +543,14 @@ class Consumer:
                 # The server redelivers after ack_wait, so nothing is lost, only delayed.
                 context.log.warning("Settle failed", action=action.verb, error=error)
             return
-        self._observe(action, context)
+        self._observe(action, flight.lane, context)
 
-    def _observe(self, action: Action, context: Context) -> None:
+    def _observe(self, action: Action, lane: Lane, context: Context) -> None:
         self._metrics.settled[action.verb].inc()
         if action.verb != "nak":
             self._metrics.processed.inc()
+            # Gone from the stream: until the next reading of the counts, it is not asked for again.
+            lane.stored = max(0, lane.stored - 1)
         if action.verb == "nak" and action.reason != "shutdown":
             context.log.info("Redeliver later", reason=action.reason, delay=round(action.delay_s, 3))
         elif action.verb == "term":
@@ -367,16 +565,17 @@ class Consumer:
             await asyncio.sleep(interval)
             now = time.monotonic()
             leases = [f.msg for f in self._inflight.values() if not f.settling and now - f.started >= interval]
-            for msg in [*leases, *self._held]:
+            for msg in [*leases, *(f.msg for f in self._held)]:
                 # A lost connection also loses the lease; redelivery covers it.
                 with contextlib.suppress(nats.errors.Error):
                     await msg.in_progress()
 
     async def _drain(self) -> None:
         held, self._held = list(self._held), deque()
-        for msg in held:  # never started: straight back for another worker
+        for flight in held:  # never started: straight back for another worker
+            flight.lane.held -= 1
             with contextlib.suppress(nats.errors.Error):
-                await msg.nak()
+                await flight.msg.nak()
         if not self._inflight:
             return
         timeout = self._settings.shutdown_timeout_s
@@ -387,3 +586,14 @@ class Consumer:
                 task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
         self._log.info("In-flight calls drained", finished=len(done), returned=len(pending))
+
+
+def _adapt(lane: Lane, outcome: Outcome | None) -> None:
+    """Tell the lane's limit how its function answered: overloaded, or done (``None`` is an
+    ack); a retry or a dead letter for another reason says nothing about its capacity. The
+    call itself still counts as running: that was the level the function was at."""
+    assert lane.limit is not None
+    if outcome is not None and outcome.overloaded:
+        lane.limit.overloaded(lane.running, time.monotonic())
+    elif outcome is None or isinstance(outcome, Ack):
+        lane.limit.succeeded(lane.running, time.monotonic())

@@ -3,7 +3,9 @@
 A function module defines ``async def handle(event, context)`` and, optionally,
 ``async def on_startup(context)`` and ``async def on_shutdown(context)``. ``handle`` returns
 an :data:`Outcome` (or ``None``, which means :class:`Ack`); the runtime turns it into the
-matching JetStream acknowledgement. Raising is allowed: the runtime logs the traceback and
+matching JetStream acknowledgement. An outcome marked ``overloaded`` says what the message was
+for refused it for want of capacity: in function mode that lowers the function's adaptive
+concurrency limit. Raising is allowed: the runtime logs the traceback and
 redelivers the message after a delay.
 """
 
@@ -45,6 +47,7 @@ class Ack:
     """Done: remove the message from the work queue."""
 
     reason: str = "ok"
+    overloaded: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +56,7 @@ class Retry:
 
     delay_s: float
     reason: str = "retry"
+    overloaded: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +64,7 @@ class Terminate:
     """Never deliver the message again (it is removed from a work queue stream)."""
 
     reason: str = "terminated"
+    overloaded: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +77,7 @@ class DeadLetter:
 
     reason: str
     detail: Mapping[str, Any] = field(default_factory=dict)
+    overloaded: bool = False
 
 
 Outcome: TypeAlias = Ack | Retry | Terminate | DeadLetter

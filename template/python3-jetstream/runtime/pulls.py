@@ -70,12 +70,14 @@ class Pulls:
         """One message arrived."""
         self.outstanding = max(0, self.outstanding - 1)
 
-    def ended(self, request_id: str, undelivered: int | None) -> None:
+    def ended(self, request_id: str, undelivered: int | None) -> int:
         """The server ended a request, with ``undelivered`` messages of it never sent; ``None``
-        when it did not say (a refused request: then none of it was sent)."""
+        when it did not say (a refused request: then none of it was sent). Returns how many
+        the request asked for (0 if it is not remembered)."""
         batch, _ = self._open.pop(request_id, (0, 0.0))
         missing = batch if undelivered is None else undelivered
         self.outstanding = max(0, self.outstanding - missing)
+        return batch
 
     def lost(self) -> None:
         """Every open request is gone (the server restarted, say): start counting afresh."""

@@ -13,6 +13,9 @@ from .errors import ConfigError
 
 #: Log encodings: ``console`` for people at a terminal, ``json`` for Loki or ELK.
 LOG_ENCODINGS = ("console", "json")
+#: ``static``: one consumer for the queue, first in first out. ``function``: a subject and a
+#: consumer per function, fair shares between them and adaptive concurrency (see lanes.py).
+SCALING_MODES = ("static", "function")
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +29,11 @@ class Settings:
     dead_letter_stream: str
     stream_replicas: int
     max_inflight: int
+    scaling_mode: str
+    #: Function mode: how long a per-function consumer outlives its last pull (the server deletes it).
+    consumer_inactive_threshold_s: float
+    #: Adaptive concurrency per function (function mode only).
+    limiter_enabled: bool
     #: Deliveries on which the handler raised before the message becomes a dead letter.
     handler_error_attempts: int
     ack_wait_s: float
@@ -42,6 +50,11 @@ class Settings:
     debug: bool
     client_name: str
     nats_auth: NatsAuth
+
+    @property
+    def function_mode(self) -> bool:
+        """A subject, a consumer and a fair share per function (``scaling_mode=function``)."""
+        return self.scaling_mode == "function"
 
     @property
     def dead_letter_subject(self) -> str:
@@ -62,6 +75,10 @@ class Settings:
             raise ConfigError("queue_name", "", "required: the subject this function consumes")
         queue_name = _subject_token(env, "queue_name", "")
         ack_wait_s = env.duration("ack_wait", 60.0, minimum=1.0)
+        scaling_mode = env.choice("scaling_mode", "static", SCALING_MODES)
+        # Read (and checked) in either mode, as the OpenFaaS Pro chart sets it; static mode has
+        # one consumer for every function, so nothing there to adapt.
+        limiter_enabled = env.boolean("limiter_enabled", True) and scaling_mode == "function"
         return cls(
             nats_servers=_nats_servers(env),
             queue_name=queue_name,
@@ -70,6 +87,9 @@ class Settings:
             dead_letter_stream=_subject_token(env, "dead_letter_stream", f"{queue_name}-dead-letter"),
             stream_replicas=env.integer("nats_stream_replicas", 1, minimum=1, maximum=5),
             max_inflight=env.integer("max_inflight", 50, minimum=1, maximum=100_000),
+            scaling_mode=scaling_mode,
+            consumer_inactive_threshold_s=env.duration("consumer_inactive_threshold", 30.0, minimum=1.0),
+            limiter_enabled=limiter_enabled,
             handler_error_attempts=env.integer("handler_error_attempts", 10, minimum=1, maximum=10_000),
             ack_wait_s=ack_wait_s,
             fetch_wait_s=env.duration("fetch_wait", 1.0, minimum=0.01),

@@ -8,13 +8,16 @@ replica reports the same stream-wide figures (dashboards and autoscaling rules a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import json
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import nats.errors
 import nats.js.errors
+from nats.aio.client import Client
 from nats.js import JetStreamContext
+from nats.js.api import ConsumerInfo
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from structlog.typing import FilteringBoundLogger
@@ -24,6 +27,10 @@ from .settings import Settings
 
 #: ``function_name`` of the stream-wide pending figure, as the OpenFaaS worker labels it.
 ALL_FUNCTIONS = "all-functions"
+#: Consumers the server lists per request.
+CONSUMERS_PAGE = 256
+#: Longest a reading of the per-subject counts may take.
+STREAM_INFO_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,9 +58,13 @@ class Snapshot:
 class StreamStateCollector(Collector):
     """Exposes the last :class:`Snapshot` under ``namespace``; nothing until the first reading."""
 
-    def __init__(self, namespace: str, queue_name: str) -> None:
+    def __init__(
+        self, namespace: str, queue_name: str, functions: Callable[[], Mapping[str, int]] | None = None
+    ) -> None:
         self._namespace = namespace
         self._queue = queue_name
+        #: Function mode: messages stored per function (``name.namespace``), read more often.
+        self._functions = functions
         self.snapshot: Snapshot | None = None
 
     def collect(self) -> Iterator[Metric]:
@@ -68,6 +79,8 @@ class StreamStateCollector(Collector):
             labels=["queue_name", "function_name"],
         )
         pending.add_metric([queue, ALL_FUNCTIONS], snapshot.messages)
+        for function, stored in (self._functions() if self._functions is not None else {}).items():
+            pending.add_metric([queue, function], stored)
         yield pending
         submitted = CounterMetricFamily(
             f"{ns}_messages_submitted",
@@ -110,7 +123,10 @@ async def refresh(
     while True:
         try:
             stream = await js.stream_info(settings.stream)
-            consumer = await js.consumer_info(settings.stream, settings.durable)
+            if settings.function_mode:
+                consumers = [c for c in await all_consumers(js, settings.stream) if _ours(c.name, settings.durable)]
+            else:
+                consumers = [await js.consumer_info(settings.stream, settings.durable)]
             oldest_age_s = await oldest_age(js, settings.stream, stream.state.first_seq, stream.state.messages)
             dead_letters = await dead_letter_count(js, settings.dead_letter_stream, settings.dead_letter_subject)
         except (nats.errors.Error, TimeoutError) as exc:
@@ -122,8 +138,8 @@ async def refresh(
             collector.snapshot = Snapshot(
                 messages=stream.state.messages,
                 submitted=stream.state.last_seq,
-                ack_pending=consumer.num_ack_pending or 0,
-                redelivered=consumer.num_redelivered or 0,
+                ack_pending=sum(c.num_ack_pending or 0 for c in consumers),
+                redelivered=sum(c.num_redelivered or 0 for c in consumers),
                 bytes=stream.state.bytes,
                 max_messages=stream.config.max_msgs if stream.config.max_msgs is not None else -1,
                 max_bytes=stream.config.max_bytes if stream.config.max_bytes is not None else -1,
@@ -154,3 +170,40 @@ async def dead_letter_count(js: JetStreamContext, stream: str, subject: str) -> 
     except nats.js.errors.NotFoundError:
         return 0
     return sum((info.state.subjects or {}).values())
+
+
+async def all_consumers(js: JetStreamContext, stream: str) -> list[ConsumerInfo]:
+    """Every consumer of ``stream`` (the server answers 256 at a time)."""
+    found: list[ConsumerInfo] = []
+    while True:
+        page = await js.consumers_info(stream, offset=len(found))
+        found.extend(page)
+        if len(page) < CONSUMERS_PAGE:
+            return found
+
+
+def _ours(consumer: str, durable: str) -> bool:
+    return consumer == durable or consumer.startswith(durable + "_")
+
+
+async def subject_counts(client: Client, stream: str) -> dict[str, int]:
+    """Messages stored per subject in ``stream``, every page of them (JetStream's own
+    bookkeeping: nothing is counted in the worker).
+
+    nats-py's ``stream_info`` reads only the first page (100,000 subjects), so the request is
+    made here.
+
+    Raises:
+        nats.js.errors.Error: JetStream refused; TimeoutError: it did not answer.
+    """
+    counts: dict[str, int] = {}
+    while True:
+        request = json.dumps({"subjects_filter": ">", "offset": len(counts)}).encode()
+        reply = await client.request(f"$JS.API.STREAM.INFO.{stream}", request, timeout=STREAM_INFO_TIMEOUT_S)
+        answer = json.loads(reply.data)
+        if "error" in answer:
+            nats.js.errors.APIError.from_error(answer["error"])
+        page = (answer.get("state") or {}).get("subjects") or {}
+        counts.update(page)
+        if not page or len(counts) >= int(answer.get("total") or 0):
+            return counts
