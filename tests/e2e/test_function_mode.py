@@ -66,7 +66,8 @@ async def test_calls_go_through_each_functions_own_subject_and_consumer_to_their
 
     await receiver.wait_for(4)
     assert sorted(stored) == sorted([_subject(queue, "alpha")] * 2 + [_subject(queue, "beta")])
-    assert len(gateway.calls_to("alpha")) == 2 and len(gateway.calls_to("beta.openfaas-fn")) == 1
+    assert len(gateway.calls_to("alpha")) == 2
+    assert len(gateway.calls_to("beta.openfaas-fn")) == 1
     assert len(gateway.calls_to("gamma")) == 1
     assert {f"{queue.durable}_alpha_openfaas-fn", f"{queue.durable}_beta_openfaas-fn", queue.durable} <= (
         await _consumers(nc, queue)
@@ -135,7 +136,8 @@ async def test_concurrency_adapts_to_what_the_function_can_take(
     limit = _gauge(
         metrics, "queue_worker_function_concurrency_limit", queue_name=queue.subject, function_name="narrow.openfaas-fn"
     )
-    assert limit is not None and 1 <= limit <= 8
+    assert limit is not None
+    assert 1 <= limit <= 8
 
 
 async def test_pending_messages_are_exported_per_function_from_the_streams_counts(

@@ -30,18 +30,30 @@ def _invoked_by(worker: WorkerProcess) -> list[str]:
     return [e["callId"] for e in worker.events("Invoked") if e.get("status") == 200]
 
 
+#: Each fault that matters to consumption runs in both scaling modes.
+MODES = pytest.mark.parametrize("mode", ["static", "function"])
+
+
+@MODES
 async def test_sigkill_mid_run_then_restart_completes_everything(
-    nc: Client, queue: Queue, gateway: RecordingServer, receiver: RecordingServer, start_worker: WorkerFactory
+    nc: Client,
+    queue: Queue,
+    gateway: RecordingServer,
+    receiver: RecordingServer,
+    start_worker: WorkerFactory,
+    mode: str,
 ) -> None:
-    load = Workload("SIGKILL mid-run", 300, queue, gateway, receiver, Work(delay_s=0.05))
-    first = start_worker(max_inflight="30", ack_wait="2s")
+    load = Workload(
+        f"SIGKILL mid-run ({mode})", 300, queue, gateway, receiver, Work(delay_s=0.05), function_mode=mode == "function"
+    )
+    first = start_worker(max_inflight="30", ack_wait="2s", scaling_mode=mode)
     await first.wait_ready()
     await load.publish(nc)
     await wait_until(lambda: load.invocations() >= 100, 30, "a third invoked")
 
     first.kill()
     killed_at = time.monotonic()
-    second = start_worker(max_inflight="30", ack_wait="2s")
+    second = start_worker(max_inflight="30", ack_wait="2s", scaling_mode=mode)
     await load.wait_done()
 
     await wait_for_empty(nc, queue)
@@ -114,13 +126,21 @@ async def test_nats_restarted_mid_run_the_worker_reconnects_and_completes(
     assert record["invoked"] == 200
 
 
+@MODES
 async def test_a_three_node_cluster_losing_a_node_loses_nothing(
-    connect: Connect, queue: Queue, gateway: RecordingServer, receiver: RecordingServer, start_worker: WorkerFactory
+    connect: Connect,
+    queue: Queue,
+    gateway: RecordingServer,
+    receiver: RecordingServer,
+    start_worker: WorkerFactory,
+    mode: str,
 ) -> None:
     cluster = await asyncio.to_thread(NatsCluster().start)
     try:
         nc = await connect(cluster.urls.split(","))
-        worker = start_worker(nats_url=cluster.urls, nats_stream_replicas="3", max_inflight="20", ack_wait="2s")
+        worker = start_worker(
+            nats_url=cluster.urls, nats_stream_replicas="3", max_inflight="20", ack_wait="2s", scaling_mode=mode
+        )
         await worker.wait_ready(timeout_s=60)
         info = await nc.jetstream().stream_info(queue.stream)
         assert info.config.num_replicas == 3
@@ -132,7 +152,15 @@ async def test_a_three_node_cluster_losing_a_node_loses_nothing(
                 break
             await asyncio.sleep(0.1)
             info = await nc.jetstream().stream_info(queue.stream)
-        load = Workload("cluster node killed (R3)", 200, queue, gateway, receiver, Work(delay_s=0.02))
+        load = Workload(
+            f"cluster leader killed (R3, {mode})",
+            200,
+            queue,
+            gateway,
+            receiver,
+            Work(delay_s=0.02),
+            function_mode=mode == "function",
+        )
         await load.publish(nc)
         await wait_until(lambda: load.invocations() >= 50, 30, "fifty invoked")
 

@@ -63,6 +63,8 @@ class Workload:
     work: Work
     function: str = "work"
     prefix: str = "r"
+    #: Function mode: published on the function's own subject (``<queue>.<name>.<namespace>``).
+    function_mode: bool = False
 
     def __post_init__(self) -> None:
         self.gateway.behaviours[self.function] = self.work
@@ -72,8 +74,9 @@ class Workload:
         return [f"{self.prefix}-{i}" for i in range(self.count)]
 
     async def publish(self, nc: Client, call_ids: list[str] | None = None) -> None:
+        subject = f"{self.queue.subject}.{self.function}.openfaas-fn" if self.function_mode else self.queue.subject
         for call_id in call_ids or self.call_ids:
-            await publish_request(nc, self.queue.subject, queued(self.function, call_id, self.receiver.url + "/done"))
+            await publish_request(nc, subject, queued(self.function, call_id, self.receiver.url + "/done"))
 
     def completed(self) -> set[str]:
         """Call ids whose successful result reached the callback receiver."""

@@ -5,30 +5,30 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runtime.pulls import GRACE_S, MESSAGE_OVERHEAD, Pulls
+from runtime.pulls import GRACE_S, MESSAGE_OVERHEAD, Pulls, free_slots, refill_at
 
 
 def test_the_first_request_asks_for_every_slot_and_later_ones_wait_for_an_eighth() -> None:
-    pulls = Pulls.for_slots(100, expires_s=1.0)
-    assert pulls.wanted(running=0) == 100
+    pulls = Pulls.for_payload(expires_s=1.0)
+    assert free_slots(100, 0, pulls.outstanding) == 100
     pulls.asked(100, now=0.0)
     for _ in range(100):
         pulls.delivered()
 
-    assert [pulls.wanted(running) for running in (100, 89, 88, 0)] == [0, 0, 12, 100]
+    assert [free_slots(100, running, pulls.outstanding) for running in (100, 89, 88, 0)] == [0, 0, 12, 100]
 
 
 def test_one_slot_asks_again_as_soon_as_it_is_free() -> None:
-    pulls = Pulls.for_slots(1, expires_s=1.0)
+    pulls = Pulls.for_payload(expires_s=1.0)
     pulls.asked(1, now=0.0)
 
-    assert (pulls.wanted(running=0), pulls.wanted(running=1)) == (0, 0)
+    assert (free_slots(1, 0, pulls.outstanding), free_slots(1, 1, pulls.outstanding)) == (0, 0)
     pulls.delivered()
-    assert (pulls.wanted(running=1), pulls.wanted(running=0)) == (0, 1)
+    assert (free_slots(1, 1, pulls.outstanding), free_slots(1, 0, pulls.outstanding)) == (0, 1)
 
 
 def test_an_expired_request_returns_what_it_did_not_deliver() -> None:
-    pulls = Pulls.for_slots(10, expires_s=1.0)
+    pulls = Pulls.for_payload(expires_s=1.0)
     first = pulls.asked(6, now=0.0)
     pulls.asked(4, now=0.0)
     pulls.delivered()
@@ -40,7 +40,7 @@ def test_an_expired_request_returns_what_it_did_not_deliver() -> None:
 
 
 def test_a_refused_request_returns_its_whole_batch() -> None:
-    pulls = Pulls.for_slots(10, expires_s=1.0)
+    pulls = Pulls.for_payload(expires_s=1.0)
     pulls.asked(3, now=0.0)
     refused = pulls.asked(7, now=0.0)
 
@@ -51,7 +51,7 @@ def test_a_refused_request_returns_its_whole_batch() -> None:
 
 
 def test_a_fulfilled_request_is_forgotten_after_its_expiry() -> None:
-    pulls = Pulls.for_slots(10, expires_s=1.0)
+    pulls = Pulls.for_payload(expires_s=1.0)
     done = pulls.asked(5, now=0.0)
     for _ in range(5):
         pulls.delivered()
@@ -63,12 +63,12 @@ def test_a_fulfilled_request_is_forgotten_after_its_expiry() -> None:
 
 
 def test_lost_requests_are_counted_afresh() -> None:
-    pulls = Pulls.for_slots(10, expires_s=1.0)
+    pulls = Pulls.for_payload(expires_s=1.0)
     pulls.asked(10, now=0.0)
 
     pulls.lost()
 
-    assert (pulls.outstanding, pulls.wanted(running=0)) == (0, 10)
+    assert (pulls.outstanding, free_slots(10, 0, pulls.outstanding)) == (0, 10)
 
 
 @given(
@@ -76,11 +76,11 @@ def test_lost_requests_are_counted_afresh() -> None:
     steps=st.lists(st.sampled_from(["ask", "deliver", "finish", "expire", "refuse"]), max_size=200),
 )
 def test_asked_and_running_never_exceed_the_slots(max_inflight: int, steps: list[str]) -> None:
-    pulls = Pulls.for_slots(max_inflight, expires_s=1.0)
+    pulls = Pulls.for_payload(expires_s=1.0)
     running = 0
     open_requests: list[tuple[str, int]] = []
     for step in steps:
-        if step == "ask" and (batch := pulls.wanted(running)):
+        if step == "ask" and (batch := free_slots(max_inflight, running, pulls.outstanding)):
             open_requests.append((pulls.asked(batch, now=0.0), batch))
         elif step == "deliver" and pulls.outstanding:
             pulls.delivered()
@@ -99,14 +99,14 @@ def test_asked_and_running_never_exceed_the_slots(max_inflight: int, steps: list
 def test_each_request_can_bring_the_largest_message_and_eight_of_them_fit_the_connection(
     max_payload: int, max_inflight: int
 ) -> None:
-    pulls = Pulls.for_slots(max_inflight, expires_s=1.0, max_payload=max_payload)
+    pulls = Pulls.for_payload(expires_s=1.0, max_payload=max_payload)
 
     # A message of any size the server takes can come (a smaller max_bytes would strand it).
     assert pulls.max_bytes >= max_payload
     # At most max_inflight / refill_at requests deliver at once, each within max_bytes, and no
     # more messages than there are slots: at the default payload, within half of nats-server's
     # 64 MiB max_pending.
-    requests = max_inflight // pulls.refill_at
+    requests = max_inflight // refill_at(max_inflight)
     most = min(requests * pulls.max_bytes, max_inflight * (max_payload + MESSAGE_OVERHEAD))
     if max_payload <= 1024 * 1024:
         assert most <= 32 * 1024 * 1024 + 8 * MESSAGE_OVERHEAD

@@ -45,7 +45,7 @@ from .lanes import PLAIN, Lane, consumer_name, key_of, pending_by_function
 from .limiter import AdaptiveLimit
 from .metrics import RuntimeMetrics
 from .numbers import ascii_int_or_none
-from .pulls import GRACE_S, Pulls
+from .pulls import GRACE_S, Pulls, free_slots
 from .settings import Settings
 from .settle import Action, apply, plan
 
@@ -135,9 +135,6 @@ class Consumer:
         #: Set when there is something to ask for, or stopping begins: what the pull loop waits for.
         self._wake = asyncio.Event()
         self._function_mode = settings.function_mode and read_counts is not None and ensure_lane is not None
-        #: Ask only once this many slots are free, so that a stream of completions does not
-        #: become a stream of one-message requests.
-        self._refill_at = max(1, settings.max_inflight // 8)
         self._inbox = client.new_inbox()
         self._lanes: dict[int, Lane] = {}
         self._by_consumer: dict[str, Lane] = {}
@@ -174,7 +171,7 @@ class Consumer:
             key=key,
             consumer=name,
             next_subject=f"$JS.API.CONSUMER.MSG.NEXT.{settings.stream}.{name}",
-            pulls=Pulls.for_slots(settings.max_inflight, settings.fetch_wait_s, self._client.max_payload),
+            pulls=Pulls.for_payload(settings.fetch_wait_s, self._client.max_payload),
             limit=limit,
             ready=ready,
             unlimited=unlimited,
@@ -231,9 +228,7 @@ class Consumer:
         return len(self._inflight) + len(self._held)
 
     def _free(self) -> int:
-        """Slots neither running, held nor asked for, if enough to be worth a request (else 0)."""
-        free = self._settings.max_inflight - self._busy() - self._outstanding
-        return free if free >= self._refill_at else 0
+        return free_slots(self._settings.max_inflight, self._busy(), self._outstanding)
 
     async def _ask_lanes(self, now: float) -> None:
         free = self._free()

@@ -6,7 +6,8 @@ as TCP BIC does:
 
 - **Overload** (the function answered 429, or the gateway 503 "no endpoints"): the limit drops
   to the number of calls that were running when the function refused, minus one, which is what
-  it was seen to hold; never by more than half at once, and never below one.
+  it was seen to hold (the refusals of one burst each report the level they met, and the lowest
+  wins); never by more than half at once, and never below one.
 - **Growth**: after a window of successes (as many as the limit) that found the limit full,
   the limit grows by a quarter, up to one below the level that last overloaded.
 - **Probe**: at that level it waits ``probe_interval_s``, then tries one more. A function that
@@ -66,9 +67,10 @@ class AdaptiveLimit:
 
     def overloaded(self, running: int, now: float) -> None:
         """The function refused a call while ``running`` calls (the refused one included) ran."""
-        lowered = max(1, min(self.limit - 1, max(running - 1, self.limit // 2)))
+        # Several refusals of one burst each report the level they met: the lowest one counts.
+        lowered = max(1, min(self.limit, max(running - 1, self.limit // 2)))
         self.ceiling = lowered + 1
-        # At one already: nothing lower to go to, but the next probe waits its interval again.
+        # Unchanged (at one already, say): the next probe still waits its interval again.
         self._set(lowered, now)
 
     def _set(self, limit: int, now: float) -> None:

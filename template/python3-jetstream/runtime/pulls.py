@@ -30,15 +30,25 @@ PULL_BYTES = 4 * 1024 * 1024
 MESSAGE_OVERHEAD = 4096
 
 
+def refill_at(max_inflight: int) -> int:
+    """Ask only once this many slots are free (an eighth of them), so that a stream of
+    completions does not become a stream of one-message requests: at most that share of the
+    slots idles while a request is on its way, and a backlog still comes in few requests."""
+    return max(1, max_inflight // 8)
+
+
+def free_slots(max_inflight: int, busy: int, outstanding: int) -> int:
+    """How many messages to ask for now, with ``busy`` slots running or held and
+    ``outstanding`` messages asked for (0 until :func:`refill_at` slots are free)."""
+    free = max_inflight - busy - outstanding
+    return free if free >= refill_at(max_inflight) else 0
+
+
 @dataclass
 class Pulls:
-    """How many messages are asked for and not yet delivered, within ``max_inflight``."""
+    """The open requests of one consumer: how many messages are asked for and not yet delivered."""
 
-    max_inflight: int
     expires_s: float
-    #: Ask only once this many slots are free, so that a stream of completions does not become
-    #: a stream of one-message requests.
-    refill_at: int
     #: The ``max_bytes`` of each request: at least one message of the largest size must fit.
     max_bytes: int = PULL_BYTES
     outstanding: int = 0
@@ -46,16 +56,9 @@ class Pulls:
     _next_id: int = 0
 
     @classmethod
-    def for_slots(cls, max_inflight: int, expires_s: float, max_payload: int = 1024 * 1024) -> Pulls:
-        """An eighth of the slots per request: at most that share of them idles while a
-        request is on its way, and a backlog still comes in few requests."""
-        max_bytes = max(PULL_BYTES, max_payload + MESSAGE_OVERHEAD)
-        return cls(max_inflight, expires_s, refill_at=max(1, max_inflight // 8), max_bytes=max_bytes)
-
-    def wanted(self, running: int) -> int:
-        """How many messages to ask for now, with ``running`` handlers busy (0: none)."""
-        free = self.max_inflight - running - self.outstanding
-        return free if free >= self.refill_at else 0
+    def for_payload(cls, expires_s: float, max_payload: int = 1024 * 1024) -> Pulls:
+        """Requests of :data:`PULL_BYTES`, or of one message of ``max_payload`` if that is more."""
+        return cls(expires_s, max_bytes=max(PULL_BYTES, max_payload + MESSAGE_OVERHEAD))
 
     def asked(self, batch: int, now: float) -> str:
         """Record a request for ``batch`` messages; returns its id (the reply subject's last token)."""
