@@ -120,6 +120,21 @@ SECTIONS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
                 (Query(f"max by (function_name) (queue_worker_pending_messages{{{QUEUE}}})", "{{function_name}}"),),
             ),
             Panel(
+                "Concurrency per function (function mode)",
+                "Function mode: calls each function may have in flight, all replicas together (its adaptive "
+                "limit: it falls after 429s and probes upward), beside the calls it has in flight.",
+                (
+                    Query(
+                        f"sum by (function_name) (queue_worker_function_concurrency_limit{{{FUNCTION}}})",
+                        "{{function_name}} limit",
+                    ),
+                    Query(
+                        f"sum by (function_name) (queue_worker_function_inflight{{{FUNCTION}}})",
+                        "{{function_name}} in flight",
+                    ),
+                ),
+            ),
+            Panel(
                 "Oldest waiting request",
                 "Age of the oldest request still stored (waiting, waiting to retry, or running). Growing "
                 "steadily, nothing drains the queue.",

@@ -137,6 +137,10 @@ async def _values(prometheus: Prometheus, expr: str, label: str) -> dict[str, fl
     return {r["metric"].get(label, ""): float(r["value"][1]) for r in answered["data"]["result"]}
 
 
+#: Series only function mode exports (tests/e2e/test_function_mode.py checks the panel's queries).
+FUNCTION_MODE_ONLY = ("queue_worker_function_concurrency_limit", "queue_worker_function_inflight")
+
+
 @pytest.mark.e2e
 async def test_every_panel_with_two_replicas_and_two_queues_shows_what_happened(
     nc: Client,
@@ -190,6 +194,8 @@ async def test_every_panel_with_two_replicas_and_two_queues_shows_what_happened(
             assert answered["status"] == "success", (name, answered.get("error"))
             if "max messages" in expr or "max_bytes" in expr or "max_messages" in expr:
                 continue  # the streams have no limits: nothing to show
+            if any(metric in expr for metric in FUNCTION_MODE_ONLY):
+                continue  # these workers run in static mode (tests/e2e/test_function_mode.py)
             assert answered["data"]["result"], f"{name}: no data for {_fill(expr, queue.subject)}"
 
         async def total(title: str, label: str, index: int = 0) -> dict[str, float]:

@@ -138,6 +138,9 @@ async def test_concurrency_adapts_to_what_the_function_can_take(
     )
     assert limit is not None
     assert 1 <= limit <= 8
+    # The dashboard's "Concurrency per function" panel reads these two families.
+    labels = {"queue_name": queue.subject, "function_name": "narrow.openfaas-fn"}
+    assert _gauge(metrics, "queue_worker_function_inflight", **labels) == 0
 
 
 async def test_pending_messages_are_exported_per_function_from_the_streams_counts(
