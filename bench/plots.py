@@ -64,7 +64,47 @@ def draw(report: dict[str, Any], folder: Path = HERE) -> list[Path]:
     return written
 
 
+MODE_COLOURS = {"static": "#999999", "function": "#1f77b4"}
+
+
+def draw_function_mode(report: dict[str, Any], folder: Path = HERE) -> Path:
+    """Write ``function_mode.png``: the cold function's waits behind a hot backlog, the adaptive
+    limit against the function's capacity, and throughput at scale; returns its path."""
+    figure, (fair, adaptive, scale) = plt.subplots(1, 3, figsize=(16, 4.2))
+    for mode, figures in report["fairness"].items():
+        waits = figures["cold_waits_s"]
+        fair.plot(waits, [(i + 1) / len(waits) for i in range(len(waits))], label=mode, color=MODE_COLOURS[mode])
+    fair.set_xscale("log")
+    fair.set_xlabel("cold call queued for (s)")
+    fair.set_ylabel("share of the 100 cold calls")
+    fair.set_title("100 cold calls behind 20,000 hot ones")
+    timeline = report["adaptive"]["function"]["timeline"]
+    t = [point[0] for point in timeline]
+    adaptive.step(t, [point[2] for point in timeline], where="post", label="function's capacity", color="#2ca02c")
+    adaptive.plot(t, [point[1] for point in timeline], label="limit (function mode)", color=MODE_COLOURS["function"])
+    adaptive.plot(t, [point[3] for point in timeline], label="running at the function", color="#ff7f0e", alpha=0.6)
+    adaptive.set_xlabel("s")
+    adaptive.set_ylabel("calls at once")
+    adaptive.set_title("adaptive concurrency, max_inflight 100")
+    labels = list(report["scale"])
+    scale.bar(labels, [report["scale"][label]["rate"] for label in labels], color=["#999999", "#1f77b4", "#1f77b4"])
+    scale.set_ylabel("requests / s")
+    scale.set_title("20,000 trivial calls, 100 in flight")
+    scale.tick_params(axis="x", labelsize=8)
+    for ax in (fair, adaptive, scale):
+        ax.grid(True, alpha=0.3)
+    fair.legend()
+    adaptive.legend(fontsize=8)
+    figure.tight_layout()
+    path = folder / "function_mode.png"
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path
+
+
 if __name__ == "__main__":
+    if "function_mode" in json.loads(RESULTS.read_text()):
+        print(f"wrote {draw_function_mode(json.loads(RESULTS.read_text())['function_mode']).relative_to(HERE.parent)}")
     for path in draw(json.loads(RESULTS.read_text())):
         print(f"wrote {path.relative_to(HERE.parent)}")
     sys.exit(0)

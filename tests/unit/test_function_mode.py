@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.fair import share
+from runtime.fair import deal
 from runtime.lanes import (
     OTHER_FUNCTIONS,
     PLAIN,
@@ -22,39 +22,58 @@ from runtime.limiter import AdaptiveLimit
 from runtime.pulls import Pulls
 
 wants_lists = st.lists(st.integers(min_value=0, max_value=500), max_size=40)
+deals = {
+    "wants": wants_lists,
+    "free": st.integers(min_value=0, max_value=2000),
+    "start": st.integers(min_value=0, max_value=100),
+    "quantum": st.integers(min_value=1, max_value=20),
+}
 
 
-@given(wants=wants_lists, free=st.integers(min_value=0, max_value=2000), start=st.integers(min_value=0, max_value=100))
-def test_a_share_gives_no_one_more_than_wanted_and_everything_that_is_wanted(
-    wants: list[int], free: int, start: int
+@given(**deals)
+def test_a_deal_gives_no_one_more_than_wanted_and_everything_that_is_wanted(
+    wants: list[int], free: int, start: int, quantum: int
 ) -> None:
-    grants = share(wants, free, start)
+    grants, _ = deal(len(wants), wants.__getitem__, free, start, quantum)
 
-    assert len(grants) == len(wants)
-    assert all(0 <= g <= w for g, w in zip(grants, wants, strict=True))
-    assert sum(grants) == min(free, sum(wants))
-
-
-@given(wants=wants_lists, free=st.integers(min_value=0, max_value=2000), start=st.integers(min_value=0, max_value=100))
-def test_a_share_is_max_min_fair(wants: list[int], free: int, start: int) -> None:
-    grants = share(wants, free, start)
-
-    # No function that got less than it wanted got 2 fewer than another: a function with
-    # 50,000 waiting cannot crowd out one with 5.
-    short = [g for g, w in zip(grants, wants, strict=True) if g < w]
-    if short:
-        assert max(grants) - min(short) <= 1
+    assert all(0 < g <= wants[i] for i, g in grants.items())
+    assert sum(grants.values()) == min(free, sum(wants))
 
 
-@given(wants=st.lists(st.integers(min_value=1, max_value=5), min_size=2, max_size=20), rounds=st.integers(1, 50))
-def test_odd_slots_go_round_as_the_start_rotates(wants: list[int], rounds: int) -> None:
-    # One free slot at a time: every function that always wants one gets its turn in order.
-    served = [0] * len(wants)
-    for turn in range(rounds * len(wants)):
-        for index, grant in enumerate(share(wants, 1, turn % len(wants))):
+@given(**deals)
+def test_a_deal_is_fair_to_within_one_quantum(wants: list[int], free: int, start: int, quantum: int) -> None:
+    grants, _ = deal(len(wants), wants.__getitem__, free, start, quantum)
+
+    # A function that got less than it wanted got at most one quantum less than any other: a
+    # function with 50,000 waiting cannot crowd out one with 5.
+    short = [grants.get(i, 0) for i, w in enumerate(wants) if grants.get(i, 0) < w]
+    if short and grants:
+        assert max(grants.values()) - min(short) <= quantum
+
+
+@given(count=st.integers(min_value=1, max_value=30), quantum=st.integers(1, 10), rounds=st.integers(1, 20))
+def test_the_turn_passes_on_from_deal_to_deal(count: int, quantum: int, rounds: int) -> None:
+    # One quantum free at a time, every function always wanting: each is served in turn.
+    served = [0] * count
+    start = 0
+    for _ in range(rounds * count):
+        grants, start = deal(count, lambda _: 1000, quantum, start, quantum)
+        for index, grant in grants.items():
             served[index] += grant
 
-    assert served == [rounds] * len(wants)
+    assert served == [rounds * quantum] * count
+
+
+def test_a_deal_asks_only_the_functions_it_reaches() -> None:
+    asked: list[int] = []
+
+    def want(index: int) -> int:
+        asked.append(index)
+        return 100
+
+    grants, start = deal(1000, want, 12, 500, 12)
+
+    assert (grants, start, asked) == ({500: 12}, 501, [500])
 
 
 @dataclass
@@ -174,19 +193,21 @@ def test_pending_series_are_capped_and_the_rest_added_up() -> None:
     assert capped == {"f10.ns": 10, "f9.ns": 9, "f8.ns": 8, OTHER_FUNCTIONS: sum(range(1, 8))}
 
 
-def test_a_lane_asks_for_what_is_stored_within_its_limit() -> None:
+def test_a_lane_asks_for_what_is_stored_within_its_limit_and_a_quarter_more_held_ready() -> None:
     lane = Lane(0, "f.ns", "w_f_ns", "next", Pulls.for_payload(1.0), AdaptiveLimit(100, limit=8), ready=True)
     lane.stored = 20
-    assert lane.wants(100) == 8
+    assert lane.wants(100) == 8 + 2
     lane.running = 5
-    assert lane.wants(100) == 3
+    assert lane.wants(100) == 5
     lane.stored = 6
     assert lane.wants(100) == 1
     lane.dry = True
     lane.stored, lane.running = 20, 0
-    assert lane.wants(100) == 1  # a probe for a redelivery, not eight idle requests
+    assert lane.wants(100) == 1  # a probe for a redelivery, not ten idle requests
     lane.missing = True
     assert lane.wants(100) == 0
+    unlimited = Lane(1, "g.ns", "w_g_ns", "next", Pulls.for_payload(1.0), None, ready=True, stored=500)
+    assert unlimited.wants(100) == 100
 
 
 def test_the_simulated_function_really_refuses_beyond_capacity() -> None:

@@ -21,6 +21,9 @@ from .settings import Settings
 
 #: JetStream's refusals of a second consumer on a work-queue stream (unfiltered, or overlapping).
 WORK_QUEUE_TAKEN = frozenset({10099, 10100})
+#: Function mode: consumers the stream may have, one per function with work (the server's
+#: default for a stream that sets none is 1,000).
+FUNCTION_CONSUMERS = 10_000
 #: JetStream's answer to creating a consumer that exists with another configuration.
 CONSUMER_EXISTS = 10148
 #: The consumer metadata key naming the function that owns it.
@@ -143,14 +146,13 @@ async def ensure_topology(
         retention=RetentionPolicy.WORK_QUEUE,
         storage=StorageType.FILE,
         num_replicas=settings.stream_replicas,
+        max_consumers=FUNCTION_CONSUMERS if settings.function_mode else None,
     )
     try:
         info = await js.stream_info(settings.stream)
         _log_differences(log, "stream", settings.stream, wanted_stream, info.config, ("retention", "num_replicas"))
-        subjects = info.config.subjects or []
-        if settings.function_mode and functions not in subjects:
-            await js.update_stream(dataclasses.replace(info.config, subjects=[*subjects, functions]))
-            log.info("Stream takes per-function subjects", stream=settings.stream, subject=functions)
+        if settings.function_mode:
+            await _fit_stream(js, settings, log, info.config)
     except NotFoundError:
         await js.add_stream(wanted_stream)
         log.info("Created stream", stream=settings.stream, subjects=wanted_stream.subjects)
@@ -233,6 +235,34 @@ async def _claim(
 def function_subjects(settings: Settings) -> str:
     """The wildcard of every function's subject in function mode: ``<queue_name>.>``."""
     return f"{settings.queue_name}.>"
+
+
+async def _fit_stream(
+    js: JetStreamContext, settings: Settings, log: FilteringBoundLogger, config: StreamConfig
+) -> None:
+    """Function mode: make an existing stream take the per-function subjects, and as many
+    consumers as functions may have work at once."""
+    subjects = config.subjects or []
+    wanted = dataclasses.replace(config, subjects=[*subjects, function_subjects(settings)])
+    if function_subjects(settings) in subjects:
+        wanted.subjects = subjects
+    if (config.max_consumers or -1) < 0:
+        # Unlimited in the stream's config still means the server's default, 1,000 (nats-server 2.15).
+        wanted.max_consumers = FUNCTION_CONSUMERS
+    elif config.max_consumers is not None and config.max_consumers < FUNCTION_CONSUMERS:
+        log.warning(
+            "The stream limits consumers: functions beyond it wait for another's consumer to go",
+            stream=settings.stream,
+            maxConsumers=config.max_consumers,
+        )
+    if wanted != config:
+        await js.update_stream(wanted)
+        log.info(
+            "Stream ready for function mode",
+            stream=settings.stream,
+            subjects=wanted.subjects,
+            maxConsumers=wanted.max_consumers,
+        )
 
 
 class FunctionConsumersRemain(nats.errors.Error):

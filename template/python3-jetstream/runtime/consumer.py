@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import time
 from collections import deque
@@ -40,12 +41,12 @@ from .connection import ConnectionState
 from .contract import Ack, Context, DeadLetter, Event, Function, Outcome, Retry, Terminate
 from .dead_letters import DeadLetters
 from .errors import describe
-from .fair import share
+from .fair import deal
 from .lanes import PLAIN, Lane, consumer_name, key_of, pending_by_function
 from .limiter import AdaptiveLimit
 from .metrics import RuntimeMetrics
 from .numbers import ascii_int_or_none
-from .pulls import GRACE_S, Pulls, free_slots
+from .pulls import GRACE_S, Pulls, free_slots, refill_at
 from .settings import Settings
 from .settle import Action, apply, plan
 
@@ -120,8 +121,10 @@ class Consumer:
         self._dead_letters = dead_letters
         self._stopping = stopping
         self._inflight: dict[asyncio.Task[None], InFlight] = {}
-        #: Delivered while every slot was busy: started as slots free, never more at once.
-        self._held: deque[InFlight] = deque()
+        #: Delivered while every slot, or every slot its function may use, was busy: started as
+        #: slots free, never more at once. By lane number, in the order the lanes began holding.
+        self._held: dict[int, deque[InFlight]] = {}
+        self._held_count = 0
         self._state = state or ConnectionState()
         self._rebind = rebind
         self._read_counts = read_counts
@@ -142,7 +145,8 @@ class Consumer:
         self._numbers = 0
         #: Messages asked for and not yet delivered, over every lane.
         self._outstanding = 0
-        #: Where the next share of free slots starts handing out odd ones.
+        #: Function mode: the lanes with messages stored, in turn order, and whose turn is next.
+        self._order: list[Lane] = []
         self._cursor = 0
         #: The stored messages per subject at the last reading (function mode).
         self.counts: Mapping[str, int] = {}
@@ -225,7 +229,7 @@ class Consumer:
             await asyncio.sleep(0)
 
     def _busy(self) -> int:
-        return len(self._inflight) + len(self._held)
+        return len(self._inflight) + self._held_count
 
     def _free(self) -> int:
         return free_slots(self._settings.max_inflight, self._busy(), self._outstanding)
@@ -241,14 +245,12 @@ class Consumer:
             if batch:
                 await self._ask(lane, batch, now)
             return
-        lanes = [lane for lane in self._lanes.values() if lane.wants(maximum)]
-        if not lanes:
-            return
-        grants = share([lane.wants(maximum) for lane in lanes], free, self._cursor % len(lanes))
-        self._cursor += 1
-        for lane, batch in zip(lanes, grants, strict=True):
-            if batch:
-                await self._ask(lane, batch, now)
+        order = self._order
+        grants, self._cursor = deal(
+            len(order), lambda i: order[i].wants(maximum), free, self._cursor, refill_at(maximum)
+        )
+        for index, batch in grants.items():
+            await self._ask(order[index], batch, now)
 
     async def _prove_link(self) -> None:
         """Ask nothing until a PING round trip succeeds; then let every request the server may
@@ -328,6 +330,7 @@ class Consumer:
                 lane.dry = False  # something new came
             lane.stored = stored
             seen.add(key)
+        self._order = [lane for lane in self._lanes.values() if lane.stored]
         forget_after = self._settings.consumer_inactive_threshold_s / 2
         for lane in list(self._lanes.values()):
             if lane.key not in seen:
@@ -413,11 +416,13 @@ class Consumer:
             self._outstanding -= 1
         lane.dry = False
         flight = InFlight(msg, delivery, lane)
-        if len(self._inflight) >= self._settings.max_inflight:
-            if not self._held:
+        maximum = self._settings.max_inflight
+        if len(self._inflight) >= maximum or lane.running >= lane.cap(maximum):
+            if not self._held_count and len(self._inflight) >= maximum:
                 self._log.warning("More delivered than max_inflight; holding the rest", maxInflight=len(self._inflight))
             lane.held += 1
-            self._held.append(flight)
+            self._held_count += 1
+            self._held.setdefault(lane.number, deque()).append(flight)
             return
         self._start(flight)
 
@@ -468,13 +473,31 @@ class Consumer:
     def _finished(self, task: asyncio.Task[None]) -> None:
         flight = self._inflight.pop(task)
         flight.lane.running -= 1
-        if self._held and not self._stopping.is_set():
-            held = self._held.popleft()
-            held.lane.held -= 1
+        held = self._next_held(flight.lane) if self._held_count and not self._stopping.is_set() else None
+        if held is not None:
             held.started = time.monotonic()
             self._start(held)
         elif self._free():
             self._wake.set()
+
+    def _next_held(self, finished: Lane) -> InFlight | None:
+        """A held message that may start now: the finished call's function's first, else the
+        first of any function below its limit."""
+        maximum = self._settings.max_inflight
+        if len(self._inflight) >= maximum:
+            return None
+        first = [finished.number] if finished.number in self._held else []
+        for number in itertools.chain(first, self._held):
+            lane = self._lanes[number]
+            if lane.running < lane.cap(maximum):
+                queue = self._held[number]
+                flight = queue.popleft()
+                if not queue:
+                    del self._held[number]
+                lane.held -= 1
+                self._held_count -= 1
+                return flight
+        return None
 
     async def _process(self, flight: InFlight) -> None:
         msg, delivery = flight.msg, flight.delivery
@@ -560,13 +583,15 @@ class Consumer:
             await asyncio.sleep(interval)
             now = time.monotonic()
             leases = [f.msg for f in self._inflight.values() if not f.settling and now - f.started >= interval]
-            for msg in [*leases, *(f.msg for f in self._held)]:
+            held = [f.msg for queue in self._held.values() for f in queue]
+            for msg in [*leases, *held]:
                 # A lost connection also loses the lease; redelivery covers it.
                 with contextlib.suppress(nats.errors.Error):
                     await msg.in_progress()
 
     async def _drain(self) -> None:
-        held, self._held = list(self._held), deque()
+        held = [flight for queue in self._held.values() for flight in queue]
+        self._held, self._held_count = {}, 0
         for flight in held:  # never started: straight back for another worker
             flight.lane.held -= 1
             with contextlib.suppress(nats.errors.Error):

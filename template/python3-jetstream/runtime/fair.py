@@ -1,47 +1,45 @@
-"""Fair shares of free slots between functions with work waiting. Pure.
+"""Fair shares of free slots between functions with work waiting: deficit round-robin. Pure.
 
-Handing free slots out one at a time, round robin, to every function that still wants one is
-deficit round-robin with a quantum of one message. :func:`share` gives the same result in one
-pass rather than one slot at a time (max-min fairness): every function gets what it wants up
-to a common level, and the slots left over go one each to the functions that want more, from
-``start`` on. Rotating ``start`` between calls makes those odd slots go round as well, so a
-function with 50,000 calls waiting and one with 5 both make progress, and no function gets more
-than another that wants as much.
+Free slots are dealt in turn to the functions that want more, at most ``quantum`` messages per
+function per turn, starting after the function served last, and round again while slots are
+left and someone still wants them. Over time every function with work waiting gets as many
+slots as every other (a function with 50,000 calls waiting and one with 5 both make progress),
+and one pull request brings up to ``quantum`` messages at once, so a thousand functions with
+work cost a pull request per ``quantum`` messages, not one per message.
+
+The functions are visited lazily (``want(i)`` is asked only of those reached), so a deal costs
+what it hands out, not the number of functions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable
 
 
-def share(wants: Sequence[int], free: int, start: int = 0) -> list[int]:
-    """How many of ``free`` slots each function gets, for ``wants[i]`` slots wanted by function ``i``.
+def deal(count: int, want: Callable[[int], int], free: int, start: int, quantum: int) -> tuple[dict[int, int], int]:
+    """Deal ``free`` slots between ``count`` functions, function ``i`` wanting ``want(i)``.
 
-    Returns a list as long as ``wants``: each grant is at most what was wanted, they add up to
-    at most ``free``, and to all of it when enough is wanted.
+    Returns the grants by index (only those above zero) and where the next deal should start:
+    just after the last function this one served, so the turn passes on.
     """
-    count = len(wants)
-    if free <= 0 or not count:
-        return [0] * count
-    wanted = [max(0, w) for w in wants]
-    if sum(wanted) <= free:
-        return wanted
-    # The highest common level that fits: functions wanting less get all they want.
-    level, left, unmet = 0, free, sorted(w for w in wanted if w > 0)
-    for index, want in enumerate(unmet):
-        remaining = len(unmet) - index
-        if (want - level) * remaining > left:
-            level += left // remaining
-            break
-        left -= (want - level) * remaining
-        level = want
-    grants = [min(w, level) for w in wanted]
-    left = free - sum(grants)
-    for offset in range(count):
-        if left <= 0:
-            break
-        index = (start + offset) % count
-        if wanted[index] > grants[index]:
-            grants[index] += 1
-            left -= 1
-    return grants
+    grants: dict[int, int] = {}
+    if count <= 0 or free <= 0:
+        return grants, start % max(1, count)
+    quantum = max(1, quantum)
+    left, next_start, first = free, start % count, start % count
+    wanting = True
+    while left and wanting:
+        wanting = False
+        for offset in range(count):
+            index = (first + offset) % count
+            more = want(index) - grants.get(index, 0)
+            if more <= 0:
+                continue
+            given = min(more, quantum, left)
+            grants[index] = grants.get(index, 0) + given
+            left -= given
+            next_start = (index + 1) % count
+            wanting = wanting or more > given
+            if not left:
+                break
+    return grants, next_start

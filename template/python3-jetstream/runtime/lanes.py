@@ -111,11 +111,14 @@ class Lane:
         return maximum if self.limit is None else min(self.limit.limit, maximum)
 
     def wants(self, maximum: int) -> int:
-        """How many more messages to ask for now, within its cap."""
+        """How many more messages to ask for now, within its cap (and, under an adaptive
+        limit, a quarter more held ready, so a call that ends is followed at once rather than
+        after a pull's round trip)."""
         if not self.ready or self.missing:
             return 0
         busy = self.running + self.held + self.pulls.outstanding
-        room = self.cap(maximum) - busy
+        cap = self.cap(maximum)
+        room = cap - busy if self.limit is None else cap + max(1, cap // 4) - busy
         if self.unlimited:
             return room
         waiting = self.stored - self.running - self.held - self.pulls.outstanding
