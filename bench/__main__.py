@@ -1,4 +1,5 @@
-"""``make bench``: the worker against a minimal hand-written loop, in one run, on this machine.
+"""``make bench``: the worker against a minimal hand-written loop, in one run, on this machine;
+then function mode beside static mode (bench/function_mode.py).
 
 Starts nats-server and a fast function server (and reports that server's own rate), then for
 each scenario fills a fresh stream, lets the implementation drain it, and reads the rate from
@@ -27,10 +28,11 @@ import nats
 from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
 
+from bench import function_mode
 from bench.clients import measure_clients
 from bench.limits import function_names, large_bodies
 from bench.load import measure_server
-from bench.plots import draw
+from bench.plots import draw, draw_function_mode
 from bench.proc import cpu_seconds, peak_rss_mb
 from bench.trace_picture import draw as draw_trace
 from bench.trace_picture import record as record_trace
@@ -284,10 +286,11 @@ async def main() -> int:
         latency = {impl: await bench.latency(impl, peak / 2) for impl in ("queue-worker", "hand-written")}
         edges = await measure_edges(bench)
         await nc.close()
-        report = summarise(results, latency, server_rate, clients, edges)
+        modes = await function_mode.measure(natsd, bench.gateway)
+        report = summarise(results, latency, server_rate, clients, edges, modes)
         RESULTS.write_text(json.dumps(report, indent=2) + "\n")
         print_table(report)
-        for path in [*draw(report), draw_trace(await record_trace())]:
+        for path in [*draw(report), draw_function_mode(modes), draw_trace(await record_trace())]:
             print(f"drew {path.relative_to(ROOT)}")
         return 0
     finally:
@@ -302,6 +305,7 @@ def summarise(
     server_rate: float,
     clients: dict[str, float],
     edges: dict[str, Any],
+    modes: dict[str, Any],
 ) -> dict[str, object]:
     by = {(r.implementation, r.scenario): r for r in results}
     ours = {r.scenario: r for r in results if r.implementation == "queue-worker"}
@@ -324,6 +328,7 @@ def summarise(
         "10,000 function names: scrape < 100 ms": edges["names"]["scrape_ms"] < 100,
         "10,000 function names: RSS < 100 MB": edges["names"]["peak_rss_mb"] < 100,
         "tracing at 10% sampling costs < 5%": edges["tracing_rate"]["ratio"] >= 0.95,
+        **modes["targets"],
     }
     return {
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
@@ -333,6 +338,7 @@ def summarise(
         "ratio_to_hand_written": ratios,
         "latency_at_half_peak": latency,
         "edges": edges,
+        "function_mode": modes,
         "targets": targets,
     }
 

@@ -31,15 +31,18 @@ from aiohttp import web
 from nats.aio.client import Client
 from nats.js.api import RetentionPolicy, StreamConfig
 
-from bench.proc import peak_rss_mb
+from bench.proc import cpu_seconds, peak_rss_mb
 from harness.natsd import NatsServer
 from harness.ports import free_port
 from harness.publish import QueueRequest, encode
+from harness.servers import wait_until
 from harness.worker import WorkerProcess
 
 RESULTS = Path(__file__).with_name("results.json")
 NAMESPACE = "openfaas-fn"
 MODES = ("static", "function")
+#: How often the adaptive runs read the limit from the worker's metrics.
+SAMPLE_S = 0.25
 
 
 @dataclass
@@ -160,33 +163,33 @@ class Run:
 
 async def fairness(natsd: NatsServer, nc: Client) -> dict[str, Any]:
     """How long 100 cold calls wait behind 20,000 hot ones, in each mode."""
-    figures: dict[str, Any] = {}
-    for mode in MODES:
-        gateway = await Gateway(delay_s=0.02).start()
-        try:
-            async with Run(natsd, nc, gateway.url) as run:
-                await run.worker(mode, 50)
-                await run.publish(mode, "hot", 20_000)
-                cold_at = time.time()
-                await run.publish(mode, "cold", 100)
-                while len(gateway.taken("cold")) < 100:
-                    await asyncio.sleep(0.05)
-                assert {c[1] for c in gateway.calls} <= {200}, "the functions must answer"
-                waits = sorted(c[3] for c in gateway.taken("cold"))
-                hot_done = len(gateway.taken("hot", until=max(c[2] for c in gateway.taken("cold"))))
-                figures[mode] = {
-                    "cold_p50_s": round(statistics.median(waits), 3),
-                    "cold_p99_s": round(waits[98], 3),
-                    "cold_max_s": round(waits[-1], 3),
-                    "hot_done_before_last_cold": hot_done,
-                    "cold_waits_s": [round(w, 3) for w in waits],
-                    "cold_queued_at": cold_at,
-                }
-                print(f"  fairness, {mode}: cold p99 wait {waits[98]:.2f} s ({hot_done:,} hot first)", flush=True)
-                await run.drained()
-        finally:
-            await gateway.close()
-    return figures
+    return {mode: await _fairness(natsd, nc, mode) for mode in MODES}
+
+
+async def _fairness(natsd: NatsServer, nc: Client, mode: str) -> dict[str, Any]:
+    gateway = await Gateway(delay_s=0.02).start()
+    try:
+        async with Run(natsd, nc, gateway.url) as run:
+            await run.worker(mode, 50)
+            await run.publish(mode, "hot", 20_000)
+            # The cold calls come once the hot backlog is being worked through.
+            await wait_until(lambda: len(gateway.taken("hot")) >= 1_000, 60, "the hot backlog started")
+            await run.publish(mode, "cold", 100)
+            await wait_until(lambda: len(gateway.taken("cold")) == 100, 120, "every cold call")
+            assert {c[1] for c in gateway.calls} <= {200}, "the functions must answer"
+            waits = sorted(c[3] for c in gateway.taken("cold"))
+            hot_done = len(gateway.taken("hot", until=max(c[2] for c in gateway.taken("cold"))))
+            print(f"  fairness, {mode}: cold p99 wait {waits[98]:.2f} s ({hot_done:,} hot first)", flush=True)
+            await run.drained()
+            return {
+                "cold_p50_s": round(statistics.median(waits), 3),
+                "cold_p99_s": round(waits[98], 3),
+                "cold_max_s": round(waits[-1], 3),
+                "hot_done_before_last_cold": hot_done,
+                "cold_waits_s": [round(w, 3) for w in waits],
+            }
+    finally:
+        await gateway.close()
 
 
 async def _limit(worker: WorkerProcess, function: str) -> float | None:
@@ -197,8 +200,31 @@ async def _limit(worker: WorkerProcess, function: str) -> float | None:
     return None
 
 
+async def ideal_rate(natsd: NatsServer, nc: Client) -> float:
+    """What the capacity-8 function serves to a client that knows its capacity: static mode
+    with ``max_inflight`` 8, never refused. The reference for "capacity used"."""
+    gateway = await Gateway(delay_s=0.02, capacity={"narrow": 8}).start()
+    try:
+        async with Run(natsd, nc, gateway.url) as run:
+            worker = await run.worker("static", 8)
+            await run.publish("static", "narrow", 6_000)
+            await asyncio.sleep(3)
+            start = time.time()
+            while time.time() - start < 10:
+                await _limit(worker, f"narrow.{NAMESPACE}")  # scraped as often as in the runs it is compared with
+                await asyncio.sleep(SAMPLE_S)
+            calls = gateway.taken("narrow", start, time.time())
+            assert all(c[1] == 200 for c in calls)
+            await nc.jetstream().purge_stream(run.queue)
+            return len(calls) / 10
+    finally:
+        await gateway.close()
+
+
 async def adaptive(natsd: NatsServer, nc: Client) -> dict[str, Any]:
     """A function of capacity 8 (then 32, then 8), ``max_inflight`` 100, in each mode."""
+    ideal = await ideal_rate(natsd, nc)
+    print(f"  adaptive: a client keeping exactly 8 in flight gets {ideal:,.0f} calls/s", flush=True)
     phases = (("warm-up", 8, 10.0), ("capacity 8", 8, 10.0), ("capacity 32", 32, 10.0), ("capacity 8 again", 8, 10.0))
     figures: dict[str, Any] = {}
     for mode in MODES:
@@ -214,12 +240,13 @@ async def adaptive(natsd: NatsServer, nc: Client) -> dict[str, Any]:
                     gateway.capacity["narrow"] = capacity
                     start = time.time()
                     while time.time() - start < seconds:
-                        limit = await _limit(worker, f"narrow.{NAMESPACE}") if mode == "function" else 100.0
+                        # Static mode has no limit but max_inflight; it is scraped all the same.
+                        limit = await _limit(worker, f"narrow.{NAMESPACE}") or 100.0
                         now = time.time()
-                        timeline.append((now - began, limit or 0.0, capacity, gateway.running["narrow"]))
-                        await asyncio.sleep(0.2)
+                        timeline.append((now - began, limit, capacity, gateway.running["narrow"]))
+                        await asyncio.sleep(SAMPLE_S)
                     bounds[name] = (start, time.time(), capacity)
-                figures[mode] = _adaptive_figures(gateway, bounds, timeline)
+                figures[mode] = _adaptive_figures(gateway, bounds, timeline, ideal)
                 figures[mode]["timeline"] = [[round(t, 2), lim, cap, run_] for t, lim, cap, run_ in timeline]
                 print(
                     f"  adaptive, {mode}: {json.dumps({k: v for k, v in figures[mode].items() if k != 'timeline'})}",
@@ -232,15 +259,18 @@ async def adaptive(natsd: NatsServer, nc: Client) -> dict[str, Any]:
 
 
 def _adaptive_figures(
-    gateway: Gateway, bounds: dict[str, tuple[float, float, int]], timeline: list[tuple[float, float, float, int]]
+    gateway: Gateway,
+    bounds: dict[str, tuple[float, float, int]],
+    timeline: list[tuple[float, float, float, int]],
+    ideal: float,
 ) -> dict[str, Any]:
-    start, end, capacity = bounds["capacity 8"]
+    start, end, _ = bounds["capacity 8"]
     calls = gateway.taken("narrow", start, end)
     served = sum(1 for c in calls if c[1] == 200)
     refused = sum(1 for c in calls if c[1] == 429)
-    best = capacity / gateway.delay_s * (end - start)
     figures: dict[str, Any] = {
-        "capacity_used": round(served / best, 3),
+        "ideal_per_s": round(ideal, 1),
+        "capacity_used": round(served / (end - start) / ideal, 3),
         "refused_share": round(refused / max(1, served + refused), 4),
         "served_per_s": round(served / (end - start), 1),
     }
@@ -261,22 +291,28 @@ def _adaptive_figures(
 
 
 async def scale(natsd: NatsServer, nc: Client, gateway_url: str) -> dict[str, Any]:
-    """20,000 calls: to one function, and 20 to each of 1,000 (function mode), beside static."""
+    """20,000 calls: to one function, and 20 to each of 1,000 (function mode), beside static;
+    twice each: first as the consumers are made, then with them made. nats-server's CPU too."""
     figures: dict[str, Any] = {}
+    assert natsd.process is not None
     for label, mode, functions in (
         ("static, 1 function", "static", 1),
         ("function, 1 function", "function", 1),
+        ("function, 100 functions", "function", 100),
         ("function, 1,000 functions", "function", 1000),
     ):
         async with Run(natsd, nc, gateway_url) as run:
-            worker = await run.worker(mode, 100, consumer_inactive_threshold="5s")
-            each = 20_000 // functions
-            for index in range(functions):
-                await run.publish(mode, "echo" if functions == 1 else f"echo-{index}", each)
-            began = time.monotonic()
-            await run.drained()
-            seconds = time.monotonic() - began
-            entry: dict[str, Any] = {"rate": round(20_000 / seconds, 1)}
+            worker = await run.worker(mode, 100, consumer_inactive_threshold="5s", stream_metrics_interval="5s")
+            entry: dict[str, Any] = {}
+            for round_ in ("first", "again"):
+                for index in range(functions):
+                    await run.publish(mode, "echo" if functions == 1 else f"echo-{index}", 20_000 // functions)
+                began, server_cpu = time.monotonic(), cpu_seconds(natsd.process.pid)
+                await run.drained()
+                seconds = time.monotonic() - began
+                entry[f"rate_{round_}"] = round(20_000 / seconds, 1)
+                entry[f"nats_server_cpu_{round_}"] = round((cpu_seconds(natsd.process.pid) - server_cpu) / seconds, 2)
+            entry["rate"] = entry["rate_again"]
             if mode == "function":
                 # Idle consumers: deleted by the server consumer_inactive_threshold (5 s) after the last pull.
                 await asyncio.sleep(5 + 5)

@@ -266,7 +266,7 @@ async def _queue_state(js: JetStreamContext, info: StreamInfo, dead_letter_strea
     consumers = await js.consumers_info(stream)
     subjects = list(info.config.subjects or ())
     dead = 0
-    for subject in subjects:
+    for subject in _queue_names(subjects):
         with contextlib.suppress(nats.errors.Error):
             dead += await dead_letter_count(js, dead_letter_stream, f"{dead_letter_stream}.{subject}")
     return QueueState(
@@ -280,6 +280,18 @@ async def _queue_state(js: JetStreamContext, info: StreamInfo, dead_letter_strea
         consumers=[str(c.name) for c in consumers],
         dead_letters=dead,
     )
+
+
+def _queue_names(subjects: list[str]) -> list[str]:
+    """The queues a stream holds: its subjects but function mode's ``<queue_name>.>``."""
+    return [subject for subject in subjects if not subject.endswith(".>")]
+
+
+def _consumers(names: list[str]) -> str:
+    """The queue's consumers, with function mode's (``<durable>_<name>_<namespace>``) counted."""
+    per_function = [name for name in names if "_" in name]
+    shown = ",".join(name for name in names if "_" not in name)
+    return f"{shown} +{len(per_function)} per function" if per_function else shown
 
 
 async def queues(config: Config, args: argparse.Namespace) -> int:
@@ -300,14 +312,14 @@ async def queues(config: Config, args: argparse.Namespace) -> int:
         ("QUEUE", "STREAM", "DEPTH", "NOT DELIVERED", "IN PROGRESS", "RETRYING", "OLDEST", "CONSUMERS", "DEAD LETTERS"),
         (
             (
-                ",".join(q.subjects),
+                ",".join(_queue_names(q.subjects)),
                 q.stream,
                 q.messages,
                 q.not_delivered,
                 q.in_progress,
                 q.retrying,
                 age(q.oldest_age_s) if q.messages else "-",
-                ",".join(q.consumers),
+                _consumers(q.consumers),
                 q.dead_letters,
             )
             for q in found

@@ -141,7 +141,8 @@ async def test_queues_shows_depth_work_in_progress_consumers_and_dead_letters(
 
     assert listed.returncode == 0, listed.stderr
     [ours] = [q for q in json.loads(listed.stdout) if q["stream"] == queue.stream]
-    assert ours["subjects"] == [queue.subject]
+    # The plain subject, and function mode's per-function ones (which the table leaves out).
+    assert ours["subjects"] == [queue.subject, f"{queue.subject}.>"]
     assert (ours["messages"], ours["in_progress"], ours["consumers"], ours["dead_letters"]) == (
         1,
         1,
