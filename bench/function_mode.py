@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import nats
+import nats.errors
 from aiohttp import web
 from nats.aio.client import Client
 from nats.js.api import RetentionPolicy, StreamConfig
@@ -151,7 +152,14 @@ class Run:
         await self.nc.flush()
 
     async def stored(self) -> int:
-        return (await self.nc.jetstream().stream_info(self.queue)).state.messages
+        """Messages in the stream; asked again while JetStream's API is too busy to answer
+        (making a thousand consumers queues its requests for seconds)."""
+        for _ in range(11):
+            try:
+                return (await self.nc.jetstream(timeout=10).stream_info(self.queue)).state.messages
+            except nats.errors.TimeoutError:
+                continue
+        raise TimeoutError("JetStream did not answer for two minutes")
 
     async def drained(self, timeout_s: float = 300) -> None:
         deadline = time.monotonic() + timeout_s

@@ -192,9 +192,11 @@ class Consumer:
         subscription = await self._client.subscribe(f"{self._inbox}.*.*", cb=self._on_message)
         stop_waiter = asyncio.create_task(self._stopping.wait())
         stop_waiter.add_done_callback(lambda _: self._wake.set())
-        helpers = [stop_waiter, asyncio.create_task(self._heartbeat())]
+        helpers = [stop_waiter, asyncio.create_task(self._heartbeat(), name="heartbeat")]
         if self._function_mode:
-            helpers.append(asyncio.create_task(self._discover()))
+            helpers.append(asyncio.create_task(self._discover(), name="discovery"))
+        for helper in helpers:
+            helper.add_done_callback(self._helper_done)
         try:
             await self._pull()
         finally:
@@ -202,6 +204,15 @@ class Consumer:
             for task in helpers:
                 task.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
+
+    def _helper_done(self, task: asyncio.Task[object]) -> None:
+        """A helper that ends on its own has failed (a bug): stop, so the orchestrator starts a
+        fresh worker, rather than go on without heartbeats or discovery."""
+        error = None if task.cancelled() else task.exception()
+        if error is None or self._stopping.is_set():
+            return
+        self._log.error("Consumer task failed; stopping", task=task.get_name(), error=describe(error))
+        self._stopping.set()
 
     async def _pull(self) -> None:
         """Ask for messages whenever enough slots are free; notice requests the server lost."""
@@ -350,13 +361,20 @@ class Consumer:
             results = await asyncio.gather(
                 *(self._ensure_lane(lane.key, lane.consumer) for lane in chunk), return_exceptions=True
             )
+            failed: list[tuple[str, BaseException]] = []
             for lane, result in zip(chunk, results, strict=True):
                 if isinstance(result, BaseException):
                     if not isinstance(result, TimeoutError | nats.errors.Error):
                         raise result
-                    self._log.warning("Cannot make the function's consumer yet", key=lane.key, error=describe(result))
+                    failed.append((lane.key, result))
                 else:
                     lane.ready = True
+            if failed:
+                key, error = failed[0]
+                self._log.warning(
+                    "Cannot make functions' consumers yet", count=len(failed), first=key, error=describe(error)
+                )
+            self._wake.set()  # the ones made can be pulled from now
 
     async def _sleep_until_woken(self, timeout_s: float) -> None:
         """Until :attr:`_wake` is set or ``timeout_s`` passes. A timer that sets the event, not
