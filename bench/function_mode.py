@@ -255,6 +255,8 @@ async def adaptive(natsd: NatsServer, nc: Client) -> dict[str, Any]:
                         await asyncio.sleep(SAMPLE_S)
                     bounds[name] = (start, time.time(), capacity)
                 figures[mode] = _adaptive_figures(gateway, bounds, timeline, ideal)
+                refused = Counter(int(c[2] - began) for c in gateway.taken("narrow") if c[1] == 429 and c[2] >= began)
+                figures[mode]["refused_per_s"] = [refused.get(second, 0) for second in range(int(time.time() - began))]
                 figures[mode]["timeline"] = [[round(t, 2), lim, cap, run_] for t, lim, cap, run_ in timeline]
                 print(
                     f"  adaptive, {mode}: {json.dumps({k: v for k, v in figures[mode].items() if k != 'timeline'})}",
@@ -379,6 +381,7 @@ async def main() -> int:
         natsd.close()
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     results["function_mode"] = report
+    results.setdefault("targets", {}).update(report["targets"])
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     for target, met in report["targets"].items():
         print(f"  [{'met' if met else 'MISSED'}] {target}")

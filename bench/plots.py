@@ -78,16 +78,23 @@ def draw_function_mode(report: dict[str, Any], folder: Path = HERE) -> Path:
     fair.set_xlabel("cold call queued for (s)")
     fair.set_ylabel("share of the 100 cold calls")
     fair.set_title("100 cold calls behind 20,000 hot ones")
-    timeline = report["adaptive"]["function"]["timeline"]
+    function = report["adaptive"]["function"]
+    timeline = function["timeline"]
     t = [point[0] for point in timeline]
     adaptive.step(t, [point[2] for point in timeline], where="post", label="function's capacity", color="#2ca02c")
     adaptive.plot(t, [point[1] for point in timeline], label="limit (function mode)", color=MODE_COLOURS["function"])
-    adaptive.plot(t, [point[3] for point in timeline], label="running at the function", color="#ff7f0e", alpha=0.6)
+    refused = function.get("refused_per_s", [])
+    if refused:
+        adaptive.bar(range(len(refused)), refused, width=0.8, align="edge", label="429s per second", color="#d62728")
     adaptive.set_xlabel("s")
-    adaptive.set_ylabel("calls at once")
+    adaptive.set_ylabel("calls at once; 429s per second")
     adaptive.set_title("adaptive concurrency, max_inflight 100")
     labels = list(report["scale"])
-    scale.bar(labels, [report["scale"][label]["rate"] for label in labels], color=["#999999", "#1f77b4", "#1f77b4"])
+    scale.bar(
+        [label.replace(", ", "\n") for label in labels],
+        [report["scale"][label]["rate"] for label in labels],
+        color=[MODE_COLOURS[label.split(",")[0]] for label in labels],
+    )
     scale.set_ylabel("requests / s")
     scale.set_title("20,000 trivial calls, 100 in flight")
     scale.tick_params(axis="x", labelsize=8)

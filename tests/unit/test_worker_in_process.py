@@ -323,3 +323,23 @@ def test_function_labels_are_bounded_stable_and_never_spent_on_unknown_functions
         assert set(given_out) == answered
     else:
         assert len(given_out) == limit
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    status=st.sampled_from([200, 202, 404, 429, 500, 502, 503, 504]),
+    internal=st.booleans(),
+    attempt=st.integers(min_value=1, max_value=3),
+    codes=st.sampled_from(["429,503", "500", ""]),
+)
+async def test_an_outcome_says_overloaded_exactly_when_the_function_had_no_room(
+    status: int, internal: bool, attempt: int, codes: str
+) -> None:
+    # Whatever comes of the answer (a retry, a last failure, an ack), function mode's limit
+    # hears of a 429 and of the gateway's own 503 (no endpoints), and of nothing else.
+    headers = (("X-OpenFaaS-Internal", "gateway"),) if internal else ()
+    r = rig(lambda _: Response(status, headers), environ={"retry_http_codes": codes or "418"})
+
+    outcome = await r.deliver(request(callback=False), attempt=attempt)
+
+    assert outcome.overloaded == (status == 429 or (status == 503 and internal))
