@@ -32,6 +32,7 @@ from bench import function_mode
 from bench.clients import measure_clients
 from bench.limits import function_names, large_bodies
 from bench.load import measure_server
+from bench.parts import running
 from bench.plots import draw, draw_function_mode
 from bench.proc import cpu_seconds, peak_rss_mb
 from bench.trace_picture import draw as draw_trace
@@ -255,17 +256,8 @@ async def measure_edges(bench: Bench) -> dict[str, object]:
     }
 
 
-def start_function_server(port: int) -> subprocess.Popen[bytes]:
-    """The function server in a process of its own, so it has its own core to run on."""
-    return subprocess.Popen([sys.executable, "-m", "bench.function_server", str(port)], cwd=ROOT)
-
-
 async def main() -> int:
-    natsd = NatsServer().start()
-    port = free_port()
-    server = start_function_server(port)
-    try:
-        await asyncio.sleep(0.5)
+    async with running() as (natsd, port):
         server_rate = await asyncio.to_thread(measure_server, port, 100, 3.0)
         print(f"function server alone: at least {server_rate:,.0f} requests/s (100 connections, Python client)")
         clients = await asyncio.to_thread(measure_clients, port)
@@ -293,10 +285,6 @@ async def main() -> int:
         for path in [*draw(report), draw_function_mode(modes), draw_trace(await record_trace())]:
             print(f"drew {path.relative_to(ROOT)}")
         return 0
-    finally:
-        server.terminate()
-        server.wait()
-        natsd.close()
 
 
 def summarise(

@@ -32,11 +32,11 @@ from aiohttp import web
 from nats.aio.client import Client
 from nats.js.api import RetentionPolicy, StreamConfig
 
+from bench.parts import running
 from bench.proc import cpu_seconds, peak_rss_mb
 from harness.natsd import NatsServer
-from harness.ports import free_port
 from harness.publish import QueueRequest, encode
-from harness.servers import wait_until
+from harness.servers import RecordingServer, wait_until
 from harness.worker import WorkerProcess
 
 RESULTS = Path(__file__).with_name("results.json")
@@ -56,27 +56,23 @@ class Gateway:
     running: Counter[str] = field(default_factory=Counter)
     #: (function, status, when, seconds since X-Start-Time) of every call.
     calls: list[tuple[str, int, float, float]] = field(default_factory=list)
-    port: int = field(default_factory=free_port)
-    _runner: web.AppRunner | None = None
+    server: RecordingServer = field(default_factory=RecordingServer)
 
     async def start(self) -> Gateway:
-        app = web.Application()
-        app.router.add_route("*", "/function/{name}/{path:.*}", self._call)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        self.server.default = self._call
+        await self.server.start()
         return self
 
     async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self.server.close()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.server.url
 
-    async def _call(self, request: web.Request) -> web.Response:
-        name = request.match_info["name"].partition(".")[0]
+    async def _call(self, request: web.Request, body: bytes) -> web.Response:
+        self.server.calls.clear()  # kept here, with the status, rather than twice
+        name = request.match_info["tail"].removeprefix("function/").partition("/")[0].partition(".")[0]
         now = time.time()
         start = request.headers.get("X-Start-Time")
         waited = now - int(start) / 1e9 if start else 0.0
@@ -366,19 +362,10 @@ def targets(report: dict[str, Any]) -> dict[str, bool]:
 
 
 async def main() -> int:
-    from bench.__main__ import start_function_server
     from bench.plots import draw_function_mode
 
-    natsd = NatsServer().start()
-    port = free_port()
-    server = start_function_server(port)
-    try:
-        await asyncio.sleep(0.5)
+    async with running() as (natsd, port):
         report = await measure(natsd, f"http://127.0.0.1:{port}")
-    finally:
-        server.terminate()
-        server.wait()
-        natsd.close()
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     results["function_mode"] = report
     results.setdefault("targets", {}).update(report["targets"])

@@ -158,17 +158,9 @@ async def ensure_topology(
         log.info("Created stream", stream=settings.stream, subjects=wanted_stream.subjects)
 
     await _ensure_dead_letter_stream(js, settings, log)
-    wanted_consumer = ConsumerConfig(
-        durable_name=settings.durable,
-        deliver_policy=DeliverPolicy.ALL,
-        ack_policy=AckPolicy.EXPLICIT,
-        ack_wait=settings.ack_wait_s,
-        max_deliver=-1,
-        max_ack_pending=-1,
-        max_waiting=512,
-        metadata={OWNER: needs.owner} if needs.owner else None,
-        # Function mode: the per-function consumers take the rest.
-        filter_subject=settings.queue_name if settings.function_mode else None,
+    # Function mode: the per-function consumers take the rest.
+    wanted_consumer = _pull_consumer(
+        settings, settings.durable, needs.owner, settings.queue_name if settings.function_mode else None
     )
     try:
         found = await js.consumer_info(settings.stream, settings.durable)
@@ -310,24 +302,30 @@ async def _fit_filter(
 async def ensure_function_consumer(js: JetStreamContext, settings: Settings, key: str, name: str, owner: str) -> None:
     """Make (or find) the durable consumer ``name`` of one function's subject, which the server
     deletes ``consumer_inactive_threshold`` after its last pull."""
-    config = ConsumerConfig(
-        durable_name=name,
-        filter_subject=f"{settings.queue_name}.{key}",
-        deliver_policy=DeliverPolicy.ALL,
-        ack_policy=AckPolicy.EXPLICIT,
-        ack_wait=settings.ack_wait_s,
-        max_deliver=-1,
-        max_ack_pending=-1,
-        max_waiting=512,
-        inactive_threshold=settings.consumer_inactive_threshold_s,
-        metadata={OWNER: owner} if owner else None,
-    )
+    config = _pull_consumer(settings, name, owner, f"{settings.queue_name}.{key}")
+    config.inactive_threshold = settings.consumer_inactive_threshold_s
     try:
         await js.add_consumer(settings.stream, config)
     except BadRequestError as exc:
         # Made by a replica with other settings: it serves all the same.
         if exc.err_code != CONSUMER_EXISTS:
             raise
+
+
+def _pull_consumer(settings: Settings, name: str, owner: str, filter_subject: str | None) -> ConsumerConfig:
+    """A durable pull consumer as this worker makes them: explicit acks, no cap on deliveries
+    (the worker counts attempts itself) or on messages in flight (``max_inflight`` is the cap)."""
+    return ConsumerConfig(
+        durable_name=name,
+        filter_subject=filter_subject,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=settings.ack_wait_s,
+        max_deliver=-1,
+        max_ack_pending=-1,
+        max_waiting=512,
+        metadata={OWNER: owner} if owner else None,
+    )
 
 
 def consumer_problems(config: ConsumerConfig, settings: Settings, needs: ConsumerNeeds) -> list[str]:
