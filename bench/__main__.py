@@ -28,7 +28,7 @@ import nats
 from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
 
-from bench import function_mode
+from bench import function_mode, trace_cost
 from bench.clients import measure_clients
 from bench.limits import function_names, large_bodies
 from bench.load import measure_server
@@ -243,6 +243,8 @@ async def measure_edges(bench: Bench) -> dict[str, object]:
         await otlp.close()
     untraced, tenth = statistics.median(traced["off"]), statistics.median(traced["10%"])
     print(f"  tracing at 100 in flight: off {untraced:,.0f}/s, 10% sampled {tenth:,.0f}/s ({tenth / untraced:.2f}x)")
+    sdk = trace_cost.measure()
+    print(f"  the OpenTelemetry SDK's own CPU: {sdk}", flush=True)
     large = {impl: await large_bodies(bench, impl) for impl in ("queue-worker", "hand-written")}
     for impl, figures in large.items():
         print(f"  1 MiB bodies at 100 in flight, {impl}: {figures}", flush=True)
@@ -251,6 +253,7 @@ async def measure_edges(bench: Bench) -> dict[str, object]:
     return {
         "call_status_rate": {"on": on, "off": off, "ratio": round(on / off, 3)},
         "tracing_rate": {"off": untraced, "sampled_10pct": tenth, "ratio": round(tenth / untraced, 3)},
+        "tracing_sdk": sdk,
         "large_bodies": large,
         "names": names,
     }
