@@ -29,6 +29,8 @@ class ReceivedSpan:
     error: bool
     start_ns: int = 0
     end_ns: int = 0
+    #: (trace id, span id) of each span it links to.
+    links: tuple[tuple[str, str], ...] = ()
 
 
 def _value(any_value: Any) -> Any:
@@ -77,6 +79,7 @@ class OtlpReceiver:
                             error=span.status.code == 2,
                             start_ns=span.start_time_unix_nano,
                             end_ns=span.end_time_unix_nano,
+                            links=tuple((link.trace_id.hex(), link.span_id.hex()) for link in span.links),
                         )
                     )
         body = ExportTraceServiceResponse().SerializeToString()

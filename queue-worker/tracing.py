@@ -17,7 +17,11 @@ The spans of one call, under the caller's trace (or one the front door starts):
   callback that failed, a job of its own, under the attempt that queued it.
 
 Every attempt's parent is the stored ``traceparent``, so the attempts of a call are siblings
-in one trace, numbered by ``queue_worker.attempt``. An attempt the sampler drops makes no span
+in one trace, numbered by ``queue_worker.attempt``, and each one after the first links to the
+one before: an attempt's span id is derived from the trace, the call id and the attempt
+number, so the next attempt can name it without anything stored between them. A call stored
+with no trace (the gateway's, without a caller's ``traceparent``) gets a trace id derived from
+its call id, so its attempts still read as one trace, and are sampled alike. An attempt the sampler drops makes no span
 beyond the sampler's decision, and its ``traceparent`` passes through: making spans, not
 exporting them, is what tracing costs here (``make bench`` measures it).
 """
@@ -25,13 +29,15 @@ exporting them, is what tracing costs here (``make bench`` measures it).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Mapping
+import hashlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
+from contextvars import ContextVar
 from typing import Any
 
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context as TraceContext
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from runtime import ConfigError
 
@@ -40,6 +46,9 @@ from .version import VERSION
 #: Headers that carry the trace; replaced, not forwarded, when a span of the worker's is current.
 TRACE_HEADERS = frozenset({"traceparent", "tracestate"})
 _tracer: trace.Tracer | None = None
+#: The trace id and span id the next span made should have (0: a random one), set only
+#: around making an attempt's spans.
+_chosen: ContextVar[tuple[int, int]] = ContextVar("chosen_ids", default=(0, 0))
 
 
 def enabled() -> bool:
@@ -63,6 +72,7 @@ def configure(environ: Mapping[str, str]) -> Callable[[], None] | None:
         from opentelemetry.sdk.resources import SERVICE_NAME, Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
+        from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
     except ImportError:
         raise ConfigError(
             "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -72,7 +82,17 @@ def configure(environ: Mapping[str, str]) -> Callable[[], None] | None:
     # Resource.create reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES; the sampler comes
     # from OTEL_TRACES_SAMPLER; the exporter from OTEL_EXPORTER_OTLP_*.
     resource = Resource.create({SERVICE_NAME: environ.get("OTEL_SERVICE_NAME") or "queue-worker"})
-    provider = TracerProvider(resource=resource)
+
+    class ChosenIds(RandomIdGenerator):
+        """Random ids, except where an attempt's are chosen (see :func:`attempt_ids`)."""
+
+        def generate_trace_id(self) -> int:
+            return _chosen.get()[0] or super().generate_trace_id()
+
+        def generate_span_id(self) -> int:
+            return _chosen.get()[1] or super().generate_span_id()
+
+    provider = TracerProvider(resource=resource, id_generator=ChosenIds())
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     _tracer = provider.get_tracer("queue-worker", VERSION)
     return provider.shutdown
@@ -88,6 +108,38 @@ def parent(headers: Mapping[str, Iterable[str]]) -> TraceContext:
     """The caller's trace context, from the stored request headers (any case)."""
     carrier = {k.lower(): next(iter(v), "") for k, v in headers.items() if k.lower() in TRACE_HEADERS}
     return propagate.extract(carrier)
+
+
+def _derived(text: str, size: int) -> int:
+    """A non-zero id of ``size`` bytes derived from ``text``."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=size).digest(), "big") or 1
+
+
+def attempt_ids(parent: TraceContext, call_id: str, attempt: int) -> tuple[tuple[int, int], list[Link]]:
+    """The trace and span ids of an attempt's span, and its link to the attempt before. Pure.
+
+    The trace is the parent's, else one derived from the call id; the span id is derived from
+    the trace, the call and the attempt number, so attempt ``n`` can link to attempt ``n - 1``.
+    """
+    context = trace.get_current_span(parent).get_span_context()
+    trace_id = context.trace_id if context.is_valid else _derived(f"call/{call_id}", 16)
+    span_id = _derived(f"{trace_id:032x}/{call_id}/{attempt}", 8)
+    if attempt <= 1:
+        return (trace_id, span_id), []
+    before = SpanContext(
+        trace_id, _derived(f"{trace_id:032x}/{call_id}/{attempt - 1}", 8), True, TraceFlags(TraceFlags.SAMPLED)
+    )
+    return (trace_id, span_id), [Link(before, {"queue_worker.link": "previous attempt"})]
+
+
+@contextlib.contextmanager
+def chosen_ids(trace_id: int, span_id: int = 0) -> Iterator[None]:
+    """Spans made within have these ids (0: a random one), where the SDK would pick them."""
+    token = _chosen.set((trace_id, span_id))
+    try:
+        yield
+    finally:
+        _chosen.reset(token)
 
 
 def injected(span: Span) -> list[tuple[str, str]]:

@@ -141,7 +141,9 @@ class QueueWorker:
     def _traced_attempt(self, request: QueueRequest, event: Event, now: datetime) -> Iterator[Span | None]:
         tracer = tracing.tracer()
         parent = tracing.parent(request.header)
-        span = tracer.start_span(f"process {event.subject}", context=parent, kind=SpanKind.CONSUMER)
+        (trace_id, span_id), links = tracing.attempt_ids(parent, request.call_id, event.attempt)
+        with tracing.chosen_ids(trace_id, span_id):
+            span = tracer.start_span(f"process {event.subject}", context=parent, kind=SpanKind.CONSUMER, links=links)
         if not span.is_recording():
             # Not sampled: nothing more is made for this attempt (the costly part of tracing is
             # making spans, not exporting them), and traceparent passes through as when off.
@@ -160,7 +162,8 @@ class QueueWorker:
         if event.attempt == 1:
             queued_s = queued_for(request, event, now)
             end_ns = int(now.timestamp() * 1e9)
-            tracer.start_span("queued", context=parent, start_time=end_ns - int(queued_s * 1e9)).end(end_ns)
+            with tracing.chosen_ids(trace_id):  # in the attempts' trace, whatever the parent
+                tracer.start_span("queued", context=parent, start_time=end_ns - int(queued_s * 1e9)).end(end_ns)
         with trace.use_span(span, end_on_exit=True):
             yield span
 

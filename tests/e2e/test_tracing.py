@@ -10,10 +10,12 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 from aiohttp import web
+from nats.aio.client import Client
 
 from harness.otlp import OtlpReceiver, ReceivedSpan
+from harness.publish import publish_request
 from harness.servers import RecordingServer, wait_until
-from tests.support import WorkerFactory
+from tests.support import Queue, WorkerFactory, queued
 
 pytestmark = pytest.mark.e2e
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -78,6 +80,8 @@ async def test_a_retried_call_with_a_callback_is_one_tree_under_the_callers_trac
     assert [a.attributes["queue_worker.attempt"] for a in attempts] == [1, 2]
     assert [a.attributes["queue_worker.outcome"] for a in attempts] == ["retry", "ack"]
     assert attempts[0].attributes["messaging.message.id"] == queued.headers["X-Call-Id"]
+    # The second attempt links to the first: the retries read as one story.
+    assert [a.links for a in attempts] == [(), ((TRACE, attempts[0].span_id),)]
     # Attempt 1: the failed invocation. Attempt 2: the invocation, then the callback.
     [failed] = children(attempts[0])
     invoked, called_back = sorted(children(attempts[1]), key=lambda s: "cb" in str(s.attributes["url.full"]))
@@ -158,3 +162,36 @@ async def test_the_retries_of_a_failed_callback_join_the_calls_trace(
     assert job.attributes["queue_worker.callback_delivery"] == 2
     assert _parent_of(second.header("traceparent")) == (TRACE, repost.span_id)
     assert _parent_of(first.header("traceparent"))[0] == TRACE
+
+
+async def test_the_attempts_of_a_call_stored_without_a_trace_share_one_and_are_linked(
+    nc: Client, queue: Queue, otlp: OtlpReceiver, gateway: RecordingServer, start_worker: WorkerFactory
+) -> None:
+    # As the OpenFaaS gateway stores a call whose caller sent no traceparent; each call's first
+    # attempt fails.
+    seen: set[str] = set()
+
+    async def flaky(request: web.Request, body: bytes) -> web.Response:
+        call_id = request.headers["X-Call-Id"]
+        first = call_id not in seen
+        seen.add(call_id)
+        return web.Response(status=503 if first else 200, text="ok")
+
+    gateway.behaviours["flaky"] = flaky
+    worker = start_worker(**_tracing(otlp))
+    await worker.wait_ready()
+    for call_id in ("untraced-1", "untraced-2"):
+        await publish_request(nc, queue.subject, queued("flaky", call_id))
+    await gateway.wait_for(4)
+    await wait_until(lambda: sum(s.kind == CONSUMER for s in otlp.spans) == 4, 10, "four attempts exported")
+
+    for call_id in ("untraced-1", "untraced-2"):
+        attempts = sorted(
+            (s for s in otlp.spans if s.kind == CONSUMER and s.attributes["messaging.message.id"] == call_id),
+            key=lambda s: s.attributes["queue_worker.attempt"],
+        )
+        [trace_id] = {a.trace_id for a in attempts}
+        assert [a.attributes["queue_worker.attempt"] for a in attempts] == [1, 2]
+        assert attempts[1].links == ((trace_id, attempts[0].span_id),)
+    # Two calls, two traces.
+    assert len({s.trace_id for s in otlp.spans if s.kind == CONSUMER}) == 2
