@@ -39,7 +39,8 @@ import nats.errors
 from aiohttp import web
 from opentelemetry.trace import Span, SpanKind
 
-from runtime import Context, NotConnected, describe, function_subject
+from runtime import MAX_INFLIGHT_HEADER, Context, NotConnected, describe, function_subject
+from runtime.numbers import ascii_int_or_none
 
 from . import tracing
 from .callbacks.guard import Undeliverable, check
@@ -57,6 +58,8 @@ from .wire.target import InvalidTarget
 #: Functions whose answers are remembered at once; past this the memory starts afresh (the
 #: names come from callers, so they must not grow it without bound).
 MAX_KNOWN_FUNCTIONS = 4096
+#: A function's cap on calls at once in function mode (a plus on the adaptive limit, never more).
+MAX_INFLIGHT_ANNOTATION = "com.openfaas.queue.max_inflight"
 #: Longest the gateway is waited for when asked about a function: the caller is waiting too.
 LOOKUP_TIMEOUT_S = 5.0
 #: Room the stream needs besides the message itself (the Nats-Msg-Id header and framing).
@@ -73,10 +76,12 @@ Withdraw = Callable[[str, int, int, Context], Awaitable[Record | None]]
 
 @dataclass(frozen=True, slots=True)
 class FunctionInfo:
-    """What the gateway says of a function: whether it exists, and its retry annotations."""
+    """What the gateway says of a function: whether it exists, its retry annotations, and how
+    many of its calls may run at once in function mode (``com.openfaas.queue.max_inflight``)."""
 
     found: bool
     retry_annotations: Mapping[str, str] = field(default_factory=dict)
+    max_inflight: int | None = None
 
 
 def function_info(status: int, body: bytes) -> FunctionInfo:
@@ -97,9 +102,12 @@ def function_info(status: int, body: bytes) -> FunctionInfo:
     try:
         annotations = json.loads(body).get("annotations") or {}
         kept = {k: v for k, v in annotations.items() if k.startswith(ANNOTATION_PREFIX) and isinstance(v, str)}
+        cap = annotations.get(MAX_INFLIGHT_ANNOTATION)
     except (ValueError, AttributeError) as exc:
         raise GatewayUnavailable(f"not a function's status: {exc}") from None
-    return FunctionInfo(found=True, retry_annotations=kept)
+    # An invalid cap is no cap: the adaptive limit still keeps the function from being flooded.
+    ceiling = ascii_int_or_none(cap.strip(), max_digits=6) if isinstance(cap, str) else None
+    return FunctionInfo(found=True, retry_annotations=kept, max_inflight=ceiling or None)
 
 
 @dataclass
@@ -286,7 +294,7 @@ class FrontDoor:
         limit = self._limit()
         if request.content_length is not None and request.content_length > limit:
             raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
-        queued = await self._ask_gateway(queued)
+        queued, info = await self._ask_gateway(queued)
         with self._send_span(queued) as span:
             if span is not None:
                 # The stored context names this span, so every attempt nests under it.
@@ -296,7 +304,7 @@ class FrontDoor:
             data = encode(replace(queued, body=await request.read()))
             if len(data) > limit:
                 raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(data))
-            await self._store(queued.call_id, queued.function, data)
+            await self._store(queued.call_id, queued.function, data, info)
         answer = {"X-Call-Id": queued.call_id, "X-Start-Time": queued.header_value("X-Start-Time")}
         if span is not None:
             answer["traceparent"] = queued.header_value("traceparent")
@@ -334,11 +342,12 @@ class FrontDoor:
         configured = self._settings.limits.max_body
         return min(configured, server) if configured else server
 
-    async def _ask_gateway(self, queued: QueueRequest) -> QueueRequest:
+    async def _ask_gateway(self, queued: QueueRequest) -> tuple[QueueRequest, FunctionInfo | None]:
         """Refuse an unknown function (``check_function_exists``) and store the function's
-        retry annotations in the request (``retry_annotations``), as the Pro gateway does."""
+        retry annotations in the request (``retry_annotations``), as the Pro gateway does;
+        returns the request and what the gateway said (``None`` if it was not asked)."""
         if self._functions is None:
-            return queued
+            return queued, None
         try:
             info = await self._functions.info(queued.function)
         except GatewayUnavailable as exc:
@@ -353,19 +362,23 @@ class FrontDoor:
                     error=str(exc),
                     hint="check gateway_url; mount basic-auth-user and basic-auth-password if the gateway wants them",
                 )
-            return queued
+            return queued, None
         if not info.found and self._settings.check_function_exists:
             raise web.HTTPNotFound(text=f"no function {queued.function}")
         if info.retry_annotations and self._settings.retry_annotations:
-            return replace(queued, annotations=info.retry_annotations)
-        return queued
+            return replace(queued, annotations=info.retry_annotations), info
+        return queued, info
 
-    async def _store(self, call_id: str, function: str, data: bytes) -> None:
-        """Record the call, then publish it; a 503 unless the stream confirmed it."""
+    async def _store(self, call_id: str, function: str, data: bytes, info: FunctionInfo | None) -> None:
+        """Record the call, then publish it; a 503 unless the stream confirmed it. In function
+        mode the message carries the function's cap on calls at once, if it has one."""
+        headers = {"Nats-Msg-Id": call_id}
+        if info is not None and info.max_inflight and self._context.settings.function_mode:
+            headers[MAX_INFLIGHT_HEADER] = str(info.max_inflight)
         try:
             client = self._context.nats()
             await self._status.create(client, call_id, function, queuedAt=time.time())
-            await client.jetstream().publish(self._subject(function), data, headers={"Nats-Msg-Id": call_id}, timeout=5)
+            await client.jetstream().publish(self._subject(function), data, headers=headers, timeout=5)
         except (NotConnected, nats.errors.Error, TimeoutError) as exc:
             self._context.log.warning("Cannot queue", function=function, callId=call_id, error=describe(exc))
             raise web.HTTPServiceUnavailable(text="the queue cannot be written now; nothing was stored") from None

@@ -68,7 +68,8 @@ async def on_startup(context: Context) -> None:
     )
     cancellations = Cancellations(f"{settings.call_status_bucket}-cancelled", settings.call_status_ttl_s, replicas)
     functions = None
-    if settings.check_function_exists or settings.retry_annotations:
+    # Function mode reads a function's cap on calls at once from its annotations too.
+    if settings.check_function_exists or settings.retry_annotations or context.settings.function_mode:
         functions = Functions(
             transport=HTTPTransport(
                 timeout_s=min(settings.upstream_timeout_s, LOOKUP_TIMEOUT_S),

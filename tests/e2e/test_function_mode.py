@@ -231,3 +231,25 @@ async def test_switching_modes_narrows_and_widens_the_queues_consumer(
 async def _filter(nc: Client, queue: Queue) -> str | None:
     config: ConsumerConfig = (await nc.jetstream().consumer_info(queue.stream, queue.durable)).config
     return config.filter_subject
+
+
+async def test_a_functions_annotation_caps_its_calls_at_once(
+    nc: Client, queue: Queue, gateway: RecordingServer, start_worker: WorkerFactory
+) -> None:
+    work = Work(delay_s=0.05)
+    gateway.behaviours["capped"] = work
+    gateway.annotations["capped"] = {"com.openfaas.queue.max_inflight": "2"}
+    worker = start_worker(max_inflight="20", **FUNCTION_MODE)
+    await worker.wait_ready()
+
+    async with httpx.AsyncClient() as client:
+        for _ in range(30):
+            answer = await client.post(f"http://127.0.0.1:{worker.port}/async-function/capped", content=b"x")
+            assert answer.status_code == 202
+    await wait_until(lambda: len(work.successes) == 30, 30, "every capped call")
+
+    # 20 slots and an adaptive limit that never saw a 429: the annotation alone held it to 2.
+    assert work.peak == 2
+    metrics = (await worker.get("/metrics", metrics=True)).text
+    labels = {"queue_name": queue.subject, "function_name": "capped.openfaas-fn"}
+    assert _gauge(metrics, "queue_worker_function_concurrency_limit", **labels) == 2

@@ -174,6 +174,18 @@ def test_only_string_retry_annotations_are_taken_from_the_gateways_answer(annota
     }
 
 
+@given(st.one_of(st.text(max_size=10), st.integers(), st.none()))
+def test_a_functions_cap_is_a_positive_whole_number_or_none(value: object) -> None:
+    annotations = {} if value is None else {"com.openfaas.queue.max_inflight": value}
+    body = json.dumps({"name": "f", "annotations": annotations}).encode()
+
+    cap = function_info(200, body).max_inflight
+
+    text = value.strip() if isinstance(value, str) else ""
+    expected = int(text) if text.isascii() and text.isdigit() and 0 < len(text) <= 6 and int(text) > 0 else None
+    assert cap == expected
+
+
 @pytest.mark.parametrize(
     ("status", "body", "error"),
     [(401, b"", "wants credentials"), (500, b"", "status 500"), (200, b"<html>", "not a function's status")],

@@ -218,3 +218,14 @@ def test_the_simulated_function_really_refuses_beyond_capacity() -> None:
 
     _, refusals = Simulated(Deaf(100, limit=100), 8).run(2)
     assert refusals > 1000
+
+
+def test_the_cap_a_lanes_messages_carry_bounds_its_limit() -> None:
+    lane = Lane(0, "f.ns", "w_f_ns", "next", Pulls.for_payload(1.0), AdaptiveLimit(100, limit=8), ready=True)
+    lane.stored = 50
+    lane.ceiling = 3
+
+    assert lane.cap(100) == 3
+    assert lane.wants(100) == 3 + 1  # and one held ready
+    lane.limit = None
+    assert lane.cap(2) == 2

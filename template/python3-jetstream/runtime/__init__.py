@@ -11,7 +11,7 @@ from .contract import Ack, ConsumerNeeds, Context, DeadLetter, Event, Function, 
 from .durations import format_duration, parse_duration
 from .env import Env
 from .errors import EXIT_CONFIG, ConfigError, ConnectorError, HandlerLoadError, NotConnected, describe
-from .lanes import function_subject
+from .lanes import MAX_INFLIGHT_HEADER, function_subject
 from .loop_metrics import LoopCounter, LoopGauge, LoopHistogram
 from .metrics import DURATION_BUCKETS
 from .settings import Settings
@@ -19,6 +19,7 @@ from .settings import Settings
 __all__ = [
     "DURATION_BUCKETS",
     "EXIT_CONFIG",
+    "MAX_INFLIGHT_HEADER",
     "Ack",
     "ConfigError",
     "ConnectorError",

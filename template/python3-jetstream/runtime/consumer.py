@@ -42,7 +42,7 @@ from .contract import Ack, Context, DeadLetter, Event, Function, Outcome, Retry,
 from .dead_letters import DeadLetters
 from .errors import describe
 from .fair import deal
-from .lanes import PLAIN, Lane, consumer_name, key_of, pending_by_function
+from .lanes import MAX_INFLIGHT_HEADER, PLAIN, Lane, consumer_name, key_of, pending_by_function
 from .limiter import AdaptiveLimit
 from .metrics import RuntimeMetrics
 from .numbers import ascii_int_or_none
@@ -433,6 +433,9 @@ class Consumer:
             lane.pulls.delivered()
             self._outstanding -= 1
         lane.dry = False
+        if self._function_mode and msg.headers and lane.key != PLAIN:
+            ceiling = ascii_int_or_none(msg.headers.get(MAX_INFLIGHT_HEADER, ""), max_digits=6)
+            lane.ceiling = ceiling if ceiling else lane.ceiling
         flight = InFlight(msg, delivery, lane)
         maximum = self._settings.max_inflight
         if len(self._inflight) >= maximum or lane.running >= lane.cap(maximum):

@@ -21,6 +21,9 @@ from .pulls import Pulls
 
 #: The key of the plain queue subject's lane.
 PLAIN = ""
+#: A message header with which a publisher caps its function's calls at once in function mode
+#: (the queue-worker's front door sets it from ``com.openfaas.queue.max_inflight``).
+MAX_INFLIGHT_HEADER = "Queue-Max-Inflight"
 #: Keys that name a consumer readably: Kubernetes names (DNS-1123 labels) never hold ``_``.
 READABLE_KEY = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)?")
 #: JetStream refuses longer consumer names.
@@ -105,10 +108,14 @@ class Lane:
     idle_since: float | None = None
     #: Unlimited lanes (static mode) want every free slot, whatever the counts say.
     unlimited: bool = False
+    #: The cap its messages carry (:data:`MAX_INFLIGHT_HEADER`), the latest one read.
+    ceiling: int | None = None
 
     def cap(self, maximum: int) -> int:
-        """How many calls it may have now: its adaptive limit, else ``maximum``."""
-        return maximum if self.limit is None else min(self.limit.limit, maximum)
+        """How many calls it may have now: its adaptive limit, else ``maximum``, and never more
+        than its messages' cap."""
+        cap = maximum if self.limit is None else min(self.limit.limit, maximum)
+        return cap if self.ceiling is None else min(cap, self.ceiling)
 
     def wants(self, maximum: int) -> int:
         """How many more messages to ask for now, within its cap (and, under an adaptive
