@@ -165,7 +165,9 @@ async def wait_until_async(read: object, wanted: float, timeout_s: float) -> Non
 async def test_replicas_share_each_functions_consumer_and_invoke_nothing_twice(
     nc: Client, queue: Queue, gateway: RecordingServer, start_worker: WorkerFactory
 ) -> None:
-    work = Work(delay_s=0.02)
+    # 200 calls of 50 ms at 5 at once take 2 s, against a 250 ms wait for the second replica
+    # to see the function's work: both get a share.
+    work = Work(delay_s=0.05)
     gateway.behaviours["shared"] = work
     workers = [start_worker(max_inflight="5", **FUNCTION_MODE) for _ in range(2)]
     for worker in workers:
