@@ -234,10 +234,8 @@ async def _fit_stream(
 ) -> None:
     """Function mode: make an existing stream take the per-function subjects, and as many
     consumers as functions may have work at once."""
-    subjects = config.subjects or []
-    wanted = dataclasses.replace(config, subjects=[*subjects, function_subjects(settings)])
-    if function_subjects(settings) in subjects:
-        wanted.subjects = subjects
+    functions, subjects = function_subjects(settings), config.subjects or []
+    wanted = dataclasses.replace(config, subjects=subjects if functions in subjects else [*subjects, functions])
     if (config.max_consumers or -1) < 0:
         # Unlimited in the stream's config still means the server's default, 1,000 (nats-server 2.15).
         wanted.max_consumers = FUNCTION_CONSUMERS
