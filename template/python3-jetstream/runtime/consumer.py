@@ -341,7 +341,6 @@ class Consumer:
                 lane.dry = False  # something new came
             lane.stored = stored
             seen.add(key)
-        self._order = [lane for lane in self._lanes.values() if lane.stored]
         forget_after = self._settings.consumer_inactive_threshold_s / 2
         for lane in list(self._lanes.values()):
             if lane.key not in seen:
@@ -352,6 +351,8 @@ class Consumer:
                 lane.idle_since = now
             elif now - lane.idle_since > forget_after and lane.key != PLAIN:
                 self._drop_lane(lane)
+        # After this reading's counts are all in: a function whose messages are gone loses its turn.
+        self._order = [lane for lane in self._lanes.values() if lane.stored]
 
     async def _make_consumers(self) -> None:
         assert self._ensure_lane is not None
