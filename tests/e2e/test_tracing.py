@@ -130,6 +130,8 @@ async def test_with_tracing_off_the_callers_traceparent_reaches_the_function_unc
 
     assert "traceparent" not in queued.headers
     assert gateway.calls_to("echo")[0].header("traceparent") == traceparent
+    # The worker logs the invocation once the function's answer is in, a moment after the call.
+    await wait_until(lambda: bool(worker.events("Invoked")), 10, "the invocation logged")
     assert "trace_id" not in worker.events("Invoked")[0]
 
 
