@@ -10,6 +10,7 @@ Figures are ratios within one run: absolute rates move with the machine's load.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -40,7 +41,7 @@ from bench.trace_picture import record as record_trace
 from harness.natsd import NatsServer
 from harness.otlp import OtlpReceiver
 from harness.ports import free_port
-from harness.publish import QueueRequest, encode
+from harness.publish import encode, gateway_request
 from harness.worker import HANDLER, ROOT, TEMPLATE
 
 RESULTS = Path(__file__).with_name("results.json")
@@ -138,16 +139,14 @@ class Bench:
             await asyncio.sleep(0.05)
         raise TimeoutError("implementation never pulled")
 
-    async def fill(self, stream: str, function: str, count: int, start_time: bool = False, body_bytes: int = 5) -> None:
+    async def fill(self, stream: str, function: str, count: int, body_bytes: int = 5) -> None:
+        """``count`` calls as the gateway stores them, each with its own call id (made before
+        the first is published, so the worker's rate does not include making them)."""
         body = b"hello" if body_bytes == 5 else os.urandom(body_bytes)
-        payload = encode(QueueRequest(function=function, body=body, header={"Content-Type": ("text/plain",)}))
-        every = max(1, min(1000, (1 << 20) // len(payload)))
-        for i in range(count):
-            if start_time:
-                request = QueueRequest(
-                    function=function, body=b"hello", header={"X-Start-Time": (str(time.time_ns()),)}
-                )
-                payload = encode(request)
+        header = {"Content-Type": ("text/plain",)}
+        payloads = [encode(gateway_request(function, body, header)) for _ in range(count)]
+        every = max(1, min(1000, (1 << 20) // len(payloads[0])))
+        for i, payload in enumerate(payloads):
             await self.nc.publish(stream, payload)
             if i % every == every - 1:  # within nats-py's outbound buffer, whatever the body size
                 await self.nc.flush()
@@ -203,8 +202,7 @@ class Bench:
             while time.monotonic() - started < seconds:
                 due = int((time.monotonic() - started) / interval) + 1
                 for _ in range(due - sent):
-                    request = QueueRequest(function="echo", header={"X-Start-Time": (str(time.time_ns()),)})
-                    await self.nc.publish(stream, encode(request))
+                    await self.nc.publish(stream, encode(gateway_request("echo")))
                 sent = due
                 await self.nc.flush()
                 await asyncio.sleep(interval / 2)
@@ -221,39 +219,58 @@ class Bench:
             await asyncio.to_thread(process.wait, 30)
 
 
+async def interleaved(bench: Bench, variants: dict[str, dict[str, str]], rounds: int = 3) -> dict[str, Result]:
+    """The median rate and CPU per message of each variant of the worker at 100 in flight, run
+    in turn ``rounds`` times, so a slow spell of the machine hits them all."""
+    runs: dict[str, list[Result]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, extra in variants.items():
+            runs[name].append(await bench.run("queue-worker", SCENARIOS[2], **extra))
+    return {
+        name: dataclasses.replace(
+            results[0],
+            rate=statistics.median(r.rate for r in results),
+            cpu_s_per_1000=statistics.median(r.cpu_s_per_1000 for r in results),
+        )
+        for name, results in runs.items()
+    }
+
+
+def _cost(on: Result, off: Result) -> dict[str, float]:
+    return {
+        "on": on.rate,
+        "off": off.rate,
+        "ratio": round(on.rate / off.rate, 3),
+        "cpu_us_on": round(on.cpu_s_per_1000 * 1000, 1),
+        "cpu_us_off": round(off.cpu_s_per_1000 * 1000, 1),
+    }
+
+
 async def measure_edges(bench: Bench) -> dict[str, object]:
-    """Call status's cost (on and off, interleaved), large bodies, invented function names."""
-    at_100 = SCENARIOS[2]
-    status: dict[str, list[float]] = {"on": [], "off": []}
-    for _ in range(2):  # interleaved, so a slow spell of the machine hits both
-        status["on"].append((await bench.run("queue-worker", at_100)).rate)
-        status["off"].append((await bench.run("queue-worker", at_100, call_status_ttl="0s")).rate)
-    on, off = statistics.median(status["on"]), statistics.median(status["off"])
-    print(f"  call status at 100 in flight: on {on:,.0f}/s, off {off:,.0f}/s ({on / off:.2f}x)", flush=True)
-    otlp = await OtlpReceiver().start()
-    traced: dict[str, list[float]] = {"off": [], "10%": []}
+    """Call status's cost and tracing's (each on and off, interleaved), large bodies, invented
+    function names."""
+    status = await interleaved(bench, {"on": {}, "off": {"call_status_ttl": "0s"}})
+    status_cost = _cost(status["on"], status["off"])
+    print(f"  call status at 100 in flight: {status_cost}", flush=True)
+    otlp = await OtlpReceiver(keep=False).start()
     sampled = {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp.url, "OTEL_TRACES_SAMPLER": "traceidratio"}
     try:
-        for _ in range(2):
-            traced["off"].append((await bench.run("queue-worker", at_100)).rate)
-            traced["10%"].append(
-                (await bench.run("queue-worker", at_100, OTEL_TRACES_SAMPLER_ARG="0.1", **sampled)).rate
-            )
+        traced = await interleaved(bench, {"off": {}, "10%": {**sampled, "OTEL_TRACES_SAMPLER_ARG": "0.1"}})
     finally:
         await otlp.close()
-    untraced, tenth = statistics.median(traced["off"]), statistics.median(traced["10%"])
-    print(f"  tracing at 100 in flight: off {untraced:,.0f}/s, 10% sampled {tenth:,.0f}/s ({tenth / untraced:.2f}x)")
-    sdk = trace_cost.measure()
-    print(f"  the OpenTelemetry SDK's own CPU: {sdk}", flush=True)
+    tracing_cost = {**_cost(traced["10%"], traced["off"]), "spans_exported": otlp.counted}
+    print(f"  tracing at 100 in flight, 10% sampled: {tracing_cost}", flush=True)
+    parts = trace_cost.measure()
+    print(f"  tracing's CPU per attempt and span, ours and the SDK's: {parts}", flush=True)
     large = {impl: await large_bodies(bench, impl) for impl in ("queue-worker", "hand-written")}
     for impl, figures in large.items():
         print(f"  1 MiB bodies at 100 in flight, {impl}: {figures}", flush=True)
     names = await function_names(bench)
     print(f"  10,000 function names: {names}", flush=True)
     return {
-        "call_status_rate": {"on": on, "off": off, "ratio": round(on / off, 3)},
-        "tracing_rate": {"off": untraced, "sampled_10pct": tenth, "ratio": round(tenth / untraced, 3)},
-        "tracing_sdk": sdk,
+        "call_status_rate": status_cost,
+        "tracing_rate": tracing_cost,
+        "tracing_parts": parts,
         "large_bodies": large,
         "names": names,
     }

@@ -35,7 +35,7 @@ from nats.js.api import RetentionPolicy, StreamConfig
 from bench.parts import running
 from bench.proc import cpu_seconds, peak_rss_mb
 from harness.natsd import NatsServer
-from harness.publish import QueueRequest, encode
+from harness.publish import encode, gateway_request
 from harness.servers import RecordingServer, wait_until
 from harness.worker import WorkerProcess
 
@@ -141,8 +141,7 @@ class Run:
     async def publish(self, mode: str, function: str, count: int) -> None:
         subject = self.subject(mode, function)
         for i in range(count):
-            request = QueueRequest(function=function, body=b"x", header={"X-Start-Time": (str(time.time_ns()),)})
-            await self.nc.publish(subject, encode(request))
+            await self.nc.publish(subject, encode(gateway_request(function, b"x")))
             if i % 1000 == 999:
                 await self.nc.flush()
         await self.nc.flush()

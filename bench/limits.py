@@ -21,7 +21,7 @@ import nats
 from bench.proc import peak_rss_mb
 from harness.natsd import NatsServer
 from harness.ports import free_port
-from harness.publish import QueueRequest, encode
+from harness.publish import encode, gateway_request
 
 if TYPE_CHECKING:
     from bench.__main__ import Bench
@@ -48,9 +48,10 @@ async def large_bodies(bench: Bench, implementation: str) -> dict[str, float]:
         process = bench.start(implementation, stream, durable, 100, ack_wait="60s")
         try:
             await bench.wait_bound(stream, durable)
-            payload = encode(QueueRequest(function="echo", body=os.urandom(LARGE_BODY_BYTES)))
+            body = os.urandom(LARGE_BODY_BYTES)
+            payloads = [encode(gateway_request("echo", body)) for _ in range(LARGE_MESSAGES)]
             started = time.monotonic()
-            for _ in range(LARGE_MESSAGES):
+            for payload in payloads:
                 await nc.jetstream().publish(stream, payload)
             await bench.drained(stream, timeout_s=300)
             seconds = time.monotonic() - started
@@ -79,7 +80,7 @@ async def function_names(bench: Bench) -> dict[str, float]:
     try:
         await bench.wait_bound(stream, durable)
         for i in range(FUNCTION_NAMES):
-            await bench.nc.publish(stream, encode(QueueRequest(function=f"fn-{i}", body=b"x")))
+            await bench.nc.publish(stream, encode(gateway_request(f"fn-{i}", b"x")))
             if i % 1000 == 999:
                 await bench.nc.flush()
         await bench.nc.flush()

@@ -7,7 +7,6 @@ to :class:`QueueWorker`; ``on_shutdown`` closes them.
 
 from __future__ import annotations
 
-import asyncio
 import random
 
 from aiohttp import web
@@ -102,7 +101,7 @@ async def on_startup(context: Context) -> None:
     context.state["status"], context.state["cancellations"] = status, cancellations
     context.state["worker"] = worker
     # Last, so nothing is left running if an earlier setting stops start-up.
-    context.state["tracing"] = tracing.configure(context.environ)
+    context.state["tracing"] = tracing.configure(context.environ, context.log)
     context.log.info(
         "Queue-worker configured",
         gateway=settings.gateway_url,
@@ -145,5 +144,4 @@ async def on_shutdown(context: Context) -> None:
         front_door.close()
     shutdown_tracing = context.state.get("tracing")
     if shutdown_tracing is not None:
-        # Exports what is left (the SDK's processor does it in a thread of its own).
-        await asyncio.to_thread(shutdown_tracing)
+        await shutdown_tracing()  # exports what is left

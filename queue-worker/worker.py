@@ -9,9 +9,8 @@ that fails is queued as a :class:`CallbackJob` and retried on its own.
 
 from __future__ import annotations
 
-import contextlib
 import random
-from collections.abc import Container, Iterator
+from collections.abc import Container
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -20,7 +19,7 @@ from typing import Any, NamedTuple
 import nats.js.errors
 from nats.js.errors import NotFoundError
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace import Span
 from structlog.typing import FilteringBoundLogger
 
 from runtime import Ack, Context, DeadLetter, Event, Outcome, Retry
@@ -134,38 +133,28 @@ class QueueWorker:
 
     def _attempt_span(self, request: QueueRequest, event: Event, now: datetime) -> AbstractContextManager[Span | None]:
         """The span of this attempt (and, on the first, of the time queued), under the stored
-        trace context; ``None`` while tracing is off."""
-        return self._traced_attempt(request, event, now) if tracing.enabled() else tracing.NO_SPAN
-
-    @contextlib.contextmanager
-    def _traced_attempt(self, request: QueueRequest, event: Event, now: datetime) -> Iterator[Span | None]:
-        tracer = tracing.tracer()
-        parent = tracing.parent(request.header)
-        (trace_id, span_id), links = tracing.attempt_ids(parent, request.call_id, event.attempt)
-        with tracing.chosen_ids(trace_id, span_id):
-            span = tracer.start_span(f"process {event.subject}", context=parent, kind=SpanKind.CONSUMER, links=links)
-        if not span.is_recording():
-            # Not sampled: nothing more is made for this attempt (the costly part of tracing is
-            # making spans, not exporting them), and traceparent passes through as when off.
-            yield None
-            return
-        span.set_attributes(
-            {
-                "messaging.system": "nats",
-                "messaging.operation.type": "process",
-                "messaging.destination.name": event.subject,
-                "messaging.message.id": request.call_id,
-                "faas.invoked_name": request.function,
-                "queue_worker.attempt": event.attempt,
-            }
-        )
+        trace context; ``None`` while tracing is off or when the sampler drops the attempt, whose
+        ``traceparent`` then passes through as when off."""
+        if not tracing.enabled():
+            return tracing.NO_SPAN
+        name = f"process {event.subject}"
+        kept = tracing.sampled(name, request.header, request.call_id)
+        if kept is None:
+            return tracing.NO_SPAN
+        queued = None
         if event.attempt == 1:
-            queued_s = queued_for(request, event, now)
             end_ns = int(now.timestamp() * 1e9)
-            with tracing.chosen_ids(trace_id):  # in the attempts' trace, whatever the parent
-                tracer.start_span("queued", context=parent, start_time=end_ns - int(queued_s * 1e9)).end(end_ns)
-        with trace.use_span(span, end_on_exit=True):
-            yield span
+            queued = (end_ns - int(queued_for(request, event, now) * 1e9), end_ns)
+        attributes = {
+            "messaging.system": "nats",
+            "messaging.operation.type": "process",
+            "messaging.destination.name": event.subject,
+            "messaging.message.id": request.call_id,
+            "faas.invoked_name": request.function,
+            "queue_worker.attempt": event.attempt,
+        }
+        span = tracing.start_attempt(name, kept, request.call_id, event.attempt, attributes, queued)
+        return trace.use_span(span, end_on_exit=True)
 
     async def _attempt(
         self, request: QueueRequest, facts: Facts, event: Event, context: Context, log: FilteringBoundLogger
@@ -294,7 +283,7 @@ class QueueWorker:
         inflight = self.metrics.inflight.labels(queue, self.labels(request.function))
         inflight.inc()
         try:
-            url = self.invoker.url(request).partition("?")[0] if tracing.enabled() else ""
+            url = self.invoker.url(request).partition("?")[0] if tracing.recording() else ""
             with tracing.client_span("POST", url, request.method) as span:
                 invocation = await self.invoker.invoke(request, span)
                 tracing.record_status(span, invocation.response.status, invocation.error)

@@ -8,10 +8,10 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
-from function.tracing import attempt_ids
+from function.tracing import attempt_ids, trace_of
 
 call_ids = st.text(min_size=1, max_size=40)
-traces = st.one_of(st.none(), st.integers(min_value=1, max_value=2**128 - 1))
+traces = st.integers(min_value=1, max_value=2**128 - 1)
 
 
 def _parent(trace_id: int | None) -> Context:
@@ -22,27 +22,40 @@ def _parent(trace_id: int | None) -> Context:
 
 
 @given(call_id=call_ids, trace_id=traces, attempt=st.integers(min_value=2, max_value=1000))
-def test_each_attempt_links_to_the_span_the_one_before_it_had(call_id: str, trace_id: int | None, attempt: int) -> None:
-    parent = _parent(trace_id)
-    (this_trace, _), [link] = attempt_ids(parent, call_id, attempt)
-    (before_trace, before_span), _ = attempt_ids(parent, call_id, attempt - 1)
+def test_each_attempt_links_to_the_span_the_one_before_it_had(call_id: str, trace_id: int, attempt: int) -> None:
+    _, [link] = attempt_ids(trace_id, call_id, attempt)
+    before, _ = attempt_ids(trace_id, call_id, attempt - 1)
 
-    assert (link.context.trace_id, link.context.span_id) == (before_trace, before_span)
-    assert this_trace == before_trace == (trace_id or this_trace)
+    assert (link.context.trace_id, link.context.span_id) == (trace_id, before)
 
 
-@given(call_id=call_ids, trace_id=traces)
-def test_the_first_attempt_links_to_nothing_and_ids_are_valid(call_id: str, trace_id: int | None) -> None:
-    (trace_id_made, span_id), links = attempt_ids(_parent(trace_id), call_id, 1)
+@given(call_id=call_ids, trace_id=traces, attempts=st.sets(st.integers(min_value=1, max_value=1000), min_size=2))
+def test_the_attempts_of_a_call_have_distinct_valid_span_ids(call_id: str, trace_id: int, attempts: set[int]) -> None:
+    span_ids = {attempt_ids(trace_id, call_id, attempt)[0] for attempt in attempts}
 
-    assert links == []
-    assert 0 < trace_id_made < 2**128
-    assert 0 < span_id < 2**64
+    assert len(span_ids) == len(attempts)
+    assert all(0 < span_id < 2**64 for span_id in span_ids)
+    assert attempt_ids(trace_id, call_id, 1)[1] == []
+
+
+@given(call_id=st.text(max_size=40), trace_id=st.one_of(st.none(), traces))
+def test_the_trace_is_the_callers_else_derived_from_the_call_id_else_random(call_id: str, trace_id: int | None) -> None:
+    made = trace_of(_parent(trace_id), call_id)
+
+    if trace_id is not None:
+        assert made == trace_id
+    elif call_id:
+        assert 0 < made < 2**128
+        assert made == trace_of(Context(), call_id)
+    else:
+        assert made == 0  # no call id: unrelated calls must not share a derived trace
 
 
 @given(first=call_ids, second=call_ids)
 def test_calls_without_a_trace_get_one_each(first: str, second: str) -> None:
-    (one, _), _ = attempt_ids(Context(), first, 1)
-    (two, _), _ = attempt_ids(Context(), second, 1)
+    assert (trace_of(Context(), first) == trace_of(Context(), second)) == (first == second)
 
-    assert (one == two) == (first == second)
+
+@given(trace_id=traces, attempt=st.integers(min_value=1, max_value=1000))
+def test_without_a_call_id_span_ids_are_random_and_unlinked(trace_id: int, attempt: int) -> None:
+    assert attempt_ids(trace_id, "", attempt) == (0, [])

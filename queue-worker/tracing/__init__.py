@@ -1,10 +1,10 @@
 """Traces of each call through the worker, with OpenTelemetry.
 
 Off unless ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) is set:
-then the SDK exports over OTLP/HTTP, configured by the standard ``OTEL_*`` variables
-(``OTEL_SERVICE_NAME``, ``OTEL_TRACES_SAMPLER``, ``OTEL_RESOURCE_ATTRIBUTES``, ...). While off,
-nothing here runs on a message's path (not even the API's no-op spans), and ``traceparent``
-passes through to the function unchanged, as it always did.
+then spans are exported over OTLP/HTTP, configured by the standard ``OTEL_*`` variables
+(``OTEL_SERVICE_NAME``, ``OTEL_TRACES_SAMPLER``, ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_BSP_*``,
+...). While off, nothing here runs on a message's path (not even the API's no-op spans), and
+``traceparent`` passes through to the function unchanged, as it always did.
 
 The spans of one call, under the caller's trace (or one the front door starts):
 
@@ -21,34 +21,39 @@ in one trace, numbered by ``queue_worker.attempt``, and each one after the first
 one before: an attempt's span id is derived from the trace, the call id and the attempt
 number, so the next attempt can name it without anything stored between them. A call stored
 with no trace (the gateway's, without a caller's ``traceparent``) gets a trace id derived from
-its call id, so its attempts still read as one trace, and are sampled alike. An attempt the sampler drops makes no span
-beyond the sampler's decision, and its ``traceparent`` passes through: making spans, not
-exporting them, is what tracing costs here (``make bench`` measures it).
+its call id, so its attempts still read as one trace, and are sampled alike.
+
+The sampler decides first, from the trace id alone: an attempt it drops costs that decision
+(about 2 µs) and makes nothing, and its ``traceparent`` passes through. The spans themselves
+are :mod:`.recorder`'s, encoded by :mod:`.otlp`: the SDK's cost more than the rest of a
+message (``make bench`` measures both).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import random
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
-from contextvars import ContextVar
-from typing import Any
+from typing import Any, NamedTuple
 
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context as TraceContext
 from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from structlog.typing import FilteringBoundLogger
 
 from runtime import ConfigError
 
-from .version import VERSION
+from ..version import VERSION
+from .recorder import Sampler, Tracer
 
 #: Headers that carry the trace; replaced, not forwarded, when a span of the worker's is current.
 TRACE_HEADERS = frozenset({"traceparent", "tracestate"})
-_tracer: trace.Tracer | None = None
-#: The trace id and span id the next span made should have (0: a random one), set only
-#: around making an attempt's spans.
-_chosen: ContextVar[tuple[int, int]] = ContextVar("chosen_ids", default=(0, 0))
+_tracer: Tracer | None = None
+_sampler: Sampler | None = None
+#: The context of a request stored without trace headers.
+_NO_PARENT = TraceContext()
 
 
 def enabled() -> bool:
@@ -56,46 +61,38 @@ def enabled() -> bool:
     return _tracer is not None
 
 
-def configure(environ: Mapping[str, str]) -> Callable[[], None] | None:
-    """Set up the SDK when an OTLP endpoint is configured; returns its shutdown (which exports
-    what is left), or ``None`` when tracing is off.
+def configure(environ: Mapping[str, str], log: FilteringBoundLogger) -> Callable[[], Awaitable[None]] | None:
+    """Set up tracing when an OTLP endpoint is configured, and start its export task; returns
+    its shutdown (which exports what is left), or ``None`` when tracing is off. Called on the
+    event loop.
 
     Raises:
-        ConfigError: an endpoint is set, but the image was built without the tracing extras.
+        ConfigError: an endpoint is set, but the image was built without the tracing extras;
+            or an ``OTEL_BSP_*`` setting is invalid.
     """
-    global _tracer
+    global _tracer, _sampler
     endpoint = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
     if not endpoint or environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return None
     try:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-        from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
-        from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+        from .export import Configured
     except ImportError:
         raise ConfigError(
             "OTEL_EXPORTER_OTLP_ENDPOINT",
             endpoint,
             "tracing needs the image built with its extras (build_args: EXTRA_REQUIREMENTS: tracing)",
         ) from None
-    # Resource.create reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES; the sampler comes
-    # from OTEL_TRACES_SAMPLER; the exporter from OTEL_EXPORTER_OTLP_*.
-    resource = Resource.create({SERVICE_NAME: environ.get("OTEL_SERVICE_NAME") or "queue-worker"})
+    configured = Configured.from_environment(environ, VERSION, log)
+    configured.batches.start()
+    _sampler = configured.sampler
+    _tracer = Tracer(configured.sampler, lambda span: configured.batches.ended(span.data))
 
-    class ChosenIds(RandomIdGenerator):
-        """Random ids, except where an attempt's are chosen (see :func:`attempt_ids`)."""
+    async def shutdown() -> None:
+        global _tracer, _sampler
+        _tracer = _sampler = None
+        await configured.close()
 
-        def generate_trace_id(self) -> int:
-            return _chosen.get()[0] or super().generate_trace_id()
-
-        def generate_span_id(self) -> int:
-            return _chosen.get()[1] or super().generate_span_id()
-
-    provider = TracerProvider(resource=resource, id_generator=ChosenIds())
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    _tracer = provider.get_tracer("queue-worker", VERSION)
-    return provider.shutdown
+    return shutdown
 
 
 def tracer() -> trace.Tracer:
@@ -107,7 +104,7 @@ def tracer() -> trace.Tracer:
 def parent(headers: Mapping[str, Iterable[str]]) -> TraceContext:
     """The caller's trace context, from the stored request headers (any case)."""
     carrier = {k.lower(): next(iter(v), "") for k, v in headers.items() if k.lower() in TRACE_HEADERS}
-    return propagate.extract(carrier)
+    return propagate.extract(carrier) if carrier else _NO_PARENT
 
 
 def _derived(text: str, size: int) -> int:
@@ -115,31 +112,77 @@ def _derived(text: str, size: int) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=size).digest(), "big") or 1
 
 
-def attempt_ids(parent: TraceContext, call_id: str, attempt: int) -> tuple[tuple[int, int], list[Link]]:
-    """The trace and span ids of an attempt's span, and its link to the attempt before. Pure.
+def trace_of(parent: TraceContext, call_id: str) -> int:
+    """The trace of a call's attempts: the parent's, else one derived from the call id, else
+    (no call id to derive it from) 0, for a random one. Pure."""
+    if parent is not _NO_PARENT:
+        context = trace.get_current_span(parent).get_span_context()
+        if context.is_valid:
+            return context.trace_id
+    return _derived(f"call/{call_id}", 16) if call_id else 0
 
-    The trace is the parent's, else one derived from the call id; the span id is derived from
-    the trace, the call and the attempt number, so attempt ``n`` can link to attempt ``n - 1``.
+
+def attempt_ids(trace_id: int, call_id: str, attempt: int) -> tuple[int, list[Link]]:
+    """The span id of an attempt's span in ``trace_id``, and its link to the attempt before. Pure.
+
+    The span id is derived from the trace, the call and the attempt number, so attempt ``n``
+    can link to attempt ``n - 1``. Without a call id there is nothing to derive it from: 0 (a
+    random id) and no link.
     """
-    context = trace.get_current_span(parent).get_span_context()
-    trace_id = context.trace_id if context.is_valid else _derived(f"call/{call_id}", 16)
+    if not call_id:
+        return 0, []
     span_id = _derived(f"{trace_id:032x}/{call_id}/{attempt}", 8)
     if attempt <= 1:
-        return (trace_id, span_id), []
+        return span_id, []
     before = SpanContext(
         trace_id, _derived(f"{trace_id:032x}/{call_id}/{attempt - 1}", 8), True, TraceFlags(TraceFlags.SAMPLED)
     )
-    return (trace_id, span_id), [Link(before, {"queue_worker.link": "previous attempt"})]
+    return span_id, [Link(before, {"queue_worker.link": "previous attempt"})]
 
 
-@contextlib.contextmanager
-def chosen_ids(trace_id: int, span_id: int = 0) -> Iterator[None]:
-    """Spans made within have these ids (0: a random one), where the SDK would pick them."""
-    token = _chosen.set((trace_id, span_id))
-    try:
-        yield
-    finally:
-        _chosen.reset(token)
+class Kept(NamedTuple):
+    """An attempt the sampler keeps: its parent context, trace and the sampler's answer."""
+
+    context: TraceContext
+    trace_id: int
+    sampling: Any
+
+
+def sampled(name: str, headers: Mapping[str, Iterable[str]], call_id: str) -> Kept | None:
+    """What the span of an attempt the sampler keeps is made from; ``None`` when tracing is off
+    or the sampler drops the attempt. Asked before anything else is made for the attempt."""
+    if _sampler is None:
+        return None
+    context = parent(headers)
+    trace_id = trace_of(context, call_id) or random.getrandbits(128) or 1
+    sampling = _sampler.should_sample(context, trace_id, name, SpanKind.CONSUMER)
+    return Kept(context, trace_id, sampling) if sampling.decision.is_recording() else None
+
+
+def start_attempt(
+    name: str,
+    kept: Kept,
+    call_id: str,
+    attempt: int,
+    attributes: Mapping[str, Any],
+    queued: tuple[int, int] | None,
+) -> Span:
+    """The span of one attempt that :func:`sampled` kept, started (and, with ``queued``'s start
+    and end in ns, the span of the time queued, ended)."""
+    assert _tracer is not None
+    parent_span = trace.get_current_span(kept.context).get_span_context()
+    span_id, links = attempt_ids(kept.trace_id, call_id, attempt)
+    if queued is not None:  # in the attempts' trace, whatever the parent
+        queued_span = _tracer.started("queued", parent_span, kept.trace_id, kept.sampling, start_time=queued[0])
+        queued_span.end(queued[1])
+    return _tracer.started(
+        name, parent_span, kept.trace_id, kept.sampling, SpanKind.CONSUMER, attributes, links, span_id=span_id
+    )
+
+
+def recording() -> bool:
+    """Whether the current span is one of the worker's being recorded."""
+    return _tracer is not None and trace.get_current_span().is_recording()
 
 
 def injected(span: Span) -> list[tuple[str, str]]:

@@ -1,0 +1,147 @@
+"""Trace export batching, on an event loop, with a send that records what it is given."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+import structlog
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from function.tracing.batches import Batches, BatchSettings
+from function.tracing.otlp import Encoder, SpanData
+from runtime import ConfigError
+
+LOG = structlog.get_logger()
+
+
+def _span(index: int) -> SpanData:
+    return SpanData(f"s{index}", 1, index + 1, 0, 1, index, index, {})
+
+
+class Sent:
+    def __init__(self, accept: bool = True) -> None:
+        self.batches: list[list[str]] = []
+        self.threads: set[int] = set()
+        self.accept = accept
+
+    def __call__(self, data: bytes) -> bool:
+        self.threads.add(threading.get_ident())
+        request = ExportTraceServiceRequest.FromString(data)
+        self.batches.append([span.name for r in request.resource_spans for s in r.scope_spans for span in s.spans])
+        return self.accept
+
+
+def _batches(sent: Sent, **settings: int) -> Batches:
+    return Batches(Encoder({"service.name": "t"}, "qw", "1"), sent, BatchSettings(**settings), LOG)
+
+
+@settings(max_examples=30, deadline=None)
+@given(count=st.integers(min_value=0, max_value=60), batch=st.integers(min_value=1, max_value=16))
+def test_every_span_is_sent_once_in_order_in_batches_no_larger_than_the_setting(count: int, batch: int) -> None:
+    sent = Sent()
+
+    async def run() -> None:
+        batches = _batches(sent, batch_size=batch, queue_size=1000, schedule_delay_ms=10)
+        batches.start()
+        for index in range(count):
+            batches.ended(_span(index))
+            if index % 7 == 0:
+                await asyncio.sleep(0)
+        await batches.close()
+
+    asyncio.run(run())
+
+    assert [name for names in sent.batches for name in names] == [f"s{i}" for i in range(count)]
+    assert all(0 < len(names) <= batch for names in sent.batches)
+    assert threading.get_ident() not in sent.threads  # the blocking send never runs on the loop
+
+
+def test_a_full_batch_goes_out_before_the_delay() -> None:
+    sent = Sent()
+
+    async def run() -> None:
+        batches = _batches(sent, batch_size=5, schedule_delay_ms=60_000)
+        batches.start()
+        for index in range(5):
+            batches.ended(_span(index))
+        for _ in range(200):
+            if sent.batches:
+                break
+            await asyncio.sleep(0.01)
+        assert sent.batches == [[f"s{i}" for i in range(5)]]
+        await batches.close()
+
+    asyncio.run(run())
+
+
+def test_a_partial_batch_waits_for_the_delay() -> None:
+    sent = Sent()
+
+    async def run() -> None:
+        batches = _batches(sent, batch_size=100, schedule_delay_ms=50)
+        batches.start()
+        batches.ended(_span(0))
+        await asyncio.sleep(0.01)
+        assert sent.batches == []  # 5x inside the delay
+        for _ in range(200):
+            if sent.batches:
+                break
+            await asyncio.sleep(0.01)
+        assert sent.batches == [["s0"]]
+        await batches.close()
+
+    asyncio.run(run())
+
+
+def test_beyond_the_queue_spans_are_dropped_and_counted_not_kept() -> None:
+    sent = Sent()
+
+    async def run() -> int:
+        batches = _batches(sent, batch_size=4, queue_size=4, schedule_delay_ms=60_000)
+        for index in range(10):  # not started: nothing leaves until close
+            batches.ended(_span(index))
+        dropped = batches.dropped
+        await batches.close()
+        return dropped
+
+    assert asyncio.run(run()) == 6
+    assert sent.batches == [["s0", "s1", "s2", "s3"]]
+
+
+def test_refused_exports_are_counted() -> None:
+    sent = Sent(accept=False)
+
+    async def run() -> int:
+        batches = _batches(sent, batch_size=2)
+        for index in range(3):
+            batches.ended(_span(index))
+        await batches.close()
+        return batches.failed
+
+    assert asyncio.run(run()) == 3
+
+
+@pytest.mark.parametrize(
+    ("environ", "variable"),
+    [
+        ({"OTEL_BSP_SCHEDULE_DELAY": "soon"}, "OTEL_BSP_SCHEDULE_DELAY"),
+        ({"OTEL_BSP_MAX_QUEUE_SIZE": "0"}, "OTEL_BSP_MAX_QUEUE_SIZE"),
+        ({"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "-3"}, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"),
+        ({"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "100", "OTEL_BSP_MAX_QUEUE_SIZE": "10"}, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"),
+        ({"OTEL_BSP_EXPORT_TIMEOUT": "1.5"}, "OTEL_BSP_EXPORT_TIMEOUT"),
+    ],
+)
+def test_a_bad_batching_setting_names_its_variable(environ: dict[str, str], variable: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        BatchSettings.from_environment(environ)
+
+    assert raised.value.variable == variable
+    assert "\n" not in str(raised.value)
+
+
+def test_unset_batching_settings_are_the_sdks_defaults() -> None:
+    assert BatchSettings.from_environment({}) == BatchSettings(5000, 2048, 512, 30000)
