@@ -219,7 +219,7 @@ class Bench:
             await asyncio.to_thread(process.wait, 30)
 
 
-async def interleaved(bench: Bench, variants: dict[str, dict[str, str]], rounds: int = 3) -> dict[str, Result]:
+async def interleaved(bench: Bench, variants: dict[str, dict[str, str]], rounds: int = 5) -> dict[str, Result]:
     """The median rate and CPU per message of each variant of the worker at 100 in flight, run
     in turn ``rounds`` times, so a slow spell of the machine hits them all."""
     runs: dict[str, list[Result]] = {name: [] for name in variants}

@@ -4,14 +4,19 @@ getting child ``traceparent``s."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import os
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from aiohttp import web
 from nats.aio.client import Client
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 
+from function.tracing import trace_of
 from harness.otlp import OtlpReceiver, ReceivedSpan
 from harness.publish import publish_request
 from harness.servers import RecordingServer, wait_until
@@ -197,3 +202,40 @@ async def test_the_attempts_of_a_call_stored_without_a_trace_share_one_and_are_l
         assert attempts[1].links == ((trace_id, attempts[0].span_id),)
     # Two calls, two traces.
     assert len({s.trace_id for s in otlp.spans if s.kind == CONSUMER}) == 2
+
+
+async def test_the_sampler_keeps_whole_calls_and_a_dropped_one_passes_its_traceparent_through(
+    nc: Client, queue: Queue, otlp: OtlpReceiver, gateway: RecordingServer, start_worker: WorkerFactory
+) -> None:
+    # Half the calls, chosen by their trace ids: those of the calls without a caller's trace are
+    # derived from the call id, the others are the caller's.
+    worker = start_worker(OTEL_TRACES_SAMPLER="traceidratio", OTEL_TRACES_SAMPLER_ARG="0.5", **_tracing(otlp))
+    await worker.wait_ready()
+    calls = {f"sampled-{i}": "" for i in range(30)}
+    calls.update({f"traced-{i}": f"00-{os.urandom(16).hex()}-{CALLER}-01" for i in range(10)})
+    for call_id, traceparent in calls.items():
+        request = queued("echo", call_id)
+        if traceparent:
+            request.header["traceparent"] = (traceparent,)
+        await publish_request(nc, queue.subject, request)
+    await gateway.wait_for(len(calls))
+
+    bound = TraceIdRatioBased.get_bound_for_rate(0.5)
+    trace_ids = {
+        call_id: int(_parent_of(tp)[0], 16) if tp else trace_of(Context(), call_id) for call_id, tp in calls.items()
+    }
+    kept = {call_id for call_id, trace_id in trace_ids.items() if trace_id & (2**64 - 1) < bound}
+    assert 0 < len(kept) < len(calls)  # both kinds happen (fixed call ids: not a matter of luck)
+    await wait_until(lambda: sum(s.kind == CLIENT for s in otlp.spans) == len(kept), 10, "the kept calls' spans")
+    by_call = {call.header("X-Call-Id"): call for call in gateway.calls_to("echo")}
+    for call_id, traceparent in calls.items():
+        received = by_call[call_id].header("traceparent")
+        if call_id not in kept:
+            assert received == (traceparent or None)  # passed through as when tracing is off
+            continue
+        trace_id = f"{trace_ids[call_id]:032x}"
+        spans = {s.name: s for s in otlp.spans if s.trace_id == trace_id}
+        assert set(spans) == {"queued", f"process {queue.subject}", "POST"}
+        assert _parent_of(received) == (trace_id, spans["POST"].span_id)
+    await asyncio.sleep(0.3)  # three export intervals: nothing more arrives
+    assert len(otlp.spans) == 3 * len(kept)
