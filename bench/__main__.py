@@ -41,7 +41,7 @@ from bench.trace_picture import record as record_trace
 from harness.natsd import NatsServer
 from harness.otlp import OtlpReceiver
 from harness.ports import free_port
-from harness.publish import encode, gateway_request
+from harness.publish import encode, gateway_request, stamped
 from harness.worker import HANDLER, ROOT, TEMPLATE
 
 RESULTS = Path(__file__).with_name("results.json")
@@ -140,14 +140,12 @@ class Bench:
         raise TimeoutError("implementation never pulled")
 
     async def fill(self, stream: str, function: str, count: int, body_bytes: int = 5) -> None:
-        """``count`` calls as the gateway stores them, each with its own call id (made before
-        the first is published, so the worker's rate does not include making them)."""
+        """``count`` calls as the gateway stores them, each with its own call id and start time."""
         body = b"hello" if body_bytes == 5 else os.urandom(body_bytes)
-        header = {"Content-Type": ("text/plain",)}
-        payloads = [encode(gateway_request(function, body, header)) for _ in range(count)]
-        every = max(1, min(1000, (1 << 20) // len(payloads[0])))
-        for i, payload in enumerate(payloads):
-            await self.nc.publish(stream, payload)
+        calls = stamped(function, body, {"Content-Type": ("text/plain",)})
+        every = max(1, min(1000, (1 << 20) // (body_bytes * 4 // 3 + 300)))
+        for i in range(count):
+            await self.nc.publish(stream, next(calls))
             if i % every == every - 1:  # within nats-py's outbound buffer, whatever the body size
                 await self.nc.flush()
         await self.nc.flush()
