@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from structlog.typing import FilteringBoundLogger
 
-from runtime import ConfigError
+from runtime import ConfigError, describe
 
 from .otlp import Encoder, SpanData
 
@@ -118,10 +118,14 @@ class Batches:
         while self._waiting:
             batch = self._waiting[: self._settings.batch_size]
             del self._waiting[: len(batch)]
-            data = self._encoder.encode(batch)
-            if not await asyncio.to_thread(self._send, data):
+            try:
+                sent = await asyncio.to_thread(self._send, self._encoder.encode(batch))
+                problem = "" if sent else "refused"
+            except Exception as exc:  # a failed export never stops the ones after it
+                problem = describe(exc)
+            if problem:
                 self.failed += len(batch)
-                self._log.warning("Trace spans not exported", spans=len(batch))
+                self._log.warning("Trace spans not exported", spans=len(batch), error=problem)
 
     async def close(self) -> None:
         """Export what is left, within the export timeout, and stop the task."""

@@ -125,6 +125,42 @@ def test_refused_exports_are_counted() -> None:
     assert asyncio.run(run()) == 3
 
 
+def test_an_export_that_raises_is_counted_and_the_next_batch_still_goes_out() -> None:
+    sent = Sent()
+    calls = 0
+
+    def flaky(data: bytes) -> bool:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionError("collector gone")
+        return sent(data)
+
+    async def run() -> int:
+        batches = Batches(Encoder({}, "qw", "1"), flaky, BatchSettings(batch_size=2), LOG)
+        for index in range(4):
+            batches.ended(_span(index))
+        await batches.close()
+        return batches.failed
+
+    assert asyncio.run(run()) == 2
+    assert sent.batches == [["s2", "s3"]]
+
+
+def test_a_span_that_cannot_be_encoded_loses_its_batch_only() -> None:
+    sent = Sent()
+
+    async def run() -> int:
+        batches = _batches(sent, batch_size=1)
+        batches.ended(SpanData("bad", 1, 1, 0, 1, 0, 0, {"x": object()}))
+        batches.ended(_span(1))
+        await batches.close()
+        return batches.failed
+
+    assert asyncio.run(run()) == 1
+    assert sent.batches == [["s1"]]
+
+
 @pytest.mark.parametrize(
     ("environ", "variable"),
     [
