@@ -21,8 +21,8 @@ __all__ = ["GoURL", "QueueRequest", "encode", "gateway_request", "parse", "publi
 def gateway_request(function: str, body: bytes = b"", header: dict[str, tuple[str, ...]] | None = None) -> QueueRequest:
     """A request with the headers the gateway adds to every asynchronous call: a new
     ``X-Call-Id`` and ``X-Start-Time`` (now, in ns)."""
-    stamped = {"X-Call-Id": (str(uuid.uuid4()),), "X-Start-Time": (str(time.time_ns()),), **(header or {})}
-    return QueueRequest(function=function, body=body, header=stamped)
+    headers = {"X-Call-Id": (str(uuid.uuid4()),), "X-Start-Time": (str(time.time_ns()),), **(header or {})}
+    return QueueRequest(function=function, body=body, header=headers)
 
 
 def stamped(function: str, body: bytes, header: dict[str, tuple[str, ...]]) -> Iterator[bytes]:
@@ -33,7 +33,9 @@ def stamped(function: str, body: bytes, header: dict[str, tuple[str, ...]]) -> I
     placeholders = {"X-Call-Id": (call_id,), "X-Start-Time": (start,), **header}
     encoded = encode(QueueRequest(function=function, body=body, header=placeholders))
     head, _, rest = encoded.partition(call_id.encode())
-    middle, _, tail = rest.partition(start.encode())
+    middle, found, tail = rest.partition(start.encode())
+    if not found:
+        raise ValueError("the encoded request does not hold the placeholders in order")
     while True:
         yield b"".join((head, str(uuid.uuid4()).encode(), middle, str(time.time_ns()).encode(), tail))
 
