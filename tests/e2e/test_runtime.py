@@ -142,6 +142,11 @@ async def test_a_connection_closed_for_good_ends_the_process_so_it_is_restarted(
         ({"max_retry_wait": "5s"}, "max_retry_wait", "at least initial_retry_wait (10s)"),
         ({"callback_max_retry_wait": "1s", "callback_initial_retry_wait": "2s"}, "callback_max_retry_wait", "(2s)"),
         ({"callback_allowlist": "https://"}, "callback_allowlist", "http(s) URL prefixes"),
+        (
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1", "OTEL_BSP_MAX_QUEUE_SIZE": "0"},
+            "OTEL_BSP_MAX_QUEUE_SIZE",
+            "at least 1",
+        ),
     ],
 )
 @pytest.mark.parametrize("encoding", ["console", "json"])
