@@ -6,18 +6,22 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
 from nats.aio.client import Client
+from nats.js.errors import NoStreamResponseError
 
 from harness.publish import publish_request
 from harness.servers import RecordingServer, wait_until
 from tests.support import Queue, dead_letters, queued
 
 #: Where each test process appends its fault reports; the session prints them at the end.
+#: How long a publish answered "no responders" is tried again.
+NO_RESPONDERS_FOR_S = 10.0
 REPORT = Path(os.environ.get("FAULT_REPORT", Path(__file__).resolve().parents[2] / "build" / "fault-report.jsonl"))
 
 
@@ -76,7 +80,18 @@ class Workload:
     async def publish(self, nc: Client, call_ids: list[str] | None = None) -> None:
         subject = f"{self.queue.subject}.{self.function}.openfaas-fn" if self.function_mode else self.queue.subject
         for call_id in call_ids or self.call_ids:
-            await publish_request(nc, subject, queued(self.function, call_id, self.receiver.url + "/done"))
+            request = queued(self.function, call_id, self.receiver.url + "/done")
+            deadline = time.monotonic() + NO_RESPONDERS_FOR_S
+            while True:
+                try:
+                    await publish_request(nc, subject, request)
+                    break
+                except NoStreamResponseError:
+                    # "No responders": nothing was stored. A subject the stream took a moment ago
+                    # reaches every server of a cluster a little later (function mode adds one).
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.1)
 
     def completed(self) -> set[str]:
         """Call ids whose successful result reached the callback receiver."""
