@@ -85,7 +85,7 @@ def configure(environ: Mapping[str, str], log: FilteringBoundLogger) -> Callable
     configured = Configured.from_environment(environ, VERSION, log)
     configured.batches.start()
     _sampler = configured.sampler
-    _tracer = Tracer(configured.sampler, lambda span: configured.batches.ended(span.data))
+    _tracer = Tracer(configured.sampler, configured.batches.ended)
 
     async def shutdown() -> None:
         global _tracer, _sampler

@@ -52,19 +52,14 @@ class Sampler(Protocol):
 
 
 class RecordedSpan(trace.Span):
-    """A span being recorded; at its end, handed to ``on_end`` once."""
+    """A span being recorded; at its end, its data is handed to ``on_end`` once."""
 
     __slots__ = ("_context", "_on_end", "data")
 
-    def __init__(self, context: SpanContext, data: otlp.SpanData, on_end: Callable[[RecordedSpan], None]) -> None:
+    def __init__(self, context: SpanContext, data: otlp.SpanData, on_end: Callable[[otlp.SpanData], None]) -> None:
         self._context = context
         self.data = data
-        self._on_end: Callable[[RecordedSpan], None] | None = on_end
-
-    @property
-    def context(self) -> SpanContext:
-        """The span's context, where the SDK's batch processor reads whether it is sampled."""
-        return self._context
+        self._on_end: Callable[[otlp.SpanData], None] | None = on_end
 
     def get_span_context(self) -> SpanContext:
         return self._context
@@ -125,13 +120,14 @@ class RecordedSpan(trace.Span):
         on_end, self._on_end = self._on_end, None
         if on_end is not None:
             self.data.end_ns = end_time or time.time_ns()
-            on_end(self)
+            on_end(self.data)
 
 
 class Tracer(trace.Tracer):
-    """Makes :class:`RecordedSpan` s where ``sampler`` keeps a span, non-recording ones elsewhere."""
+    """Makes :class:`RecordedSpan` s where ``sampler`` keeps a span, non-recording ones elsewhere;
+    ``on_end`` takes each recorded span's data when it ends."""
 
-    def __init__(self, sampler: Sampler, on_end: Callable[[RecordedSpan], None]) -> None:
+    def __init__(self, sampler: Sampler, on_end: Callable[[otlp.SpanData], None]) -> None:
         self._sampler = sampler
         self._on_end = on_end
 
