@@ -125,7 +125,7 @@ class RecordedSpan(trace.Span):
 
 class Tracer(trace.Tracer):
     """Makes :class:`RecordedSpan` s where ``sampler`` keeps a span, non-recording ones elsewhere;
-    ``on_end`` takes each recorded span's data when it ends."""
+    ``on_end`` takes each sampled span's data when it ends."""
 
     def __init__(self, sampler: Sampler, on_end: Callable[[otlp.SpanData], None]) -> None:
         self._sampler = sampler
@@ -185,7 +185,9 @@ class Tracer(trace.Tracer):
             remote_parent=parent.is_valid and parent.is_remote,
             links=[_link(link) for link in links if link.context.is_valid] if links else (),
         )
-        return RecordedSpan(span_context, data, self._on_end)
+        # Recorded but not sampled (RECORD_ONLY): the span is live for this process, but, as
+        # with the SDK's processors, never exported.
+        return RecordedSpan(span_context, data, self._on_end if decision.is_sampled() else _unexported)
 
     @contextlib.contextmanager
     def start_as_current_span(  # type: ignore[override]  # the API's decorator types it loosely
@@ -203,6 +205,10 @@ class Tracer(trace.Tracer):
         span = self.start_span(name, context, kind, attributes, links, start_time)
         with trace.use_span(span, end_on_exit, record_exception, set_status_on_exception) as current:
             yield current
+
+
+def _unexported(data: otlp.SpanData) -> None:
+    """Where a span recorded but not sampled ends."""
 
 
 def _link(link: Link) -> otlp.Link:

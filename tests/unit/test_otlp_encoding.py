@@ -14,7 +14,7 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Decision, SamplingResult, TraceIdRatioBased
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
@@ -163,6 +163,24 @@ def test_a_dropped_span_records_nothing_but_carries_the_trace(trace_id: int) -> 
     assert ended == []
     assert span.get_span_context().trace_id == trace_id
     assert not span.get_span_context().trace_flags.sampled
+
+
+class _RecordOnly:
+    """A sampler that records every span and samples none (the SDK's RECORD_ONLY)."""
+
+    def should_sample(self, *args: Any, **kwargs: Any) -> SamplingResult:
+        return SamplingResult(Decision.RECORD_ONLY)
+
+
+def test_a_span_recorded_but_not_sampled_is_live_here_and_never_exported() -> None:
+    tracer, ended = _tracer(_RecordOnly())
+
+    with tracer.start_as_current_span("local") as span:
+        span.set_attribute("x", 1)
+        assert span.is_recording()
+        assert not span.get_span_context().trace_flags.sampled
+
+    assert ended == []
 
 
 @given(trace_ids=st.lists(ids128, min_size=200, max_size=200, unique=True))
