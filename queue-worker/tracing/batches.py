@@ -1,10 +1,14 @@
 """Ended spans, exported in batches by one task on the event loop.
 
-Why not the SDK's ``BatchSpanProcessor``: it encodes in a thread of its own, which then
-competes with the event loop for the GIL; with every span traced that cost the worker 178 µs
-per message against about 50 µs of work (``make bench``). Here spans are encoded on the loop
-between messages (a few µs each, :mod:`.otlp`), and only the HTTP request, blocking in the SDK's
-client, runs in a thread, where it mostly waits with the GIL released.
+Why not the SDK's ``BatchSpanProcessor``: it runs a thread of its own that encodes while holding
+the GIL, logs its failures through the standard library's logger, and reads its ``OTEL_BSP_*``
+settings leniently (a bad value is logged and replaced by the default). Here spans are encoded
+on the loop between messages (a few µs each, :mod:`.otlp`), only the blocking HTTP request of
+the SDK's client runs in a thread, failures are counted and logged in the worker's own log,
+the task is awaited at shutdown, and a bad setting stops start-up. Measured with every call
+traced at 100 in flight (worker CPU per message over tracing off, two interleaved rounds each),
+the difference is within the machine's noise: +178 µs with the SDK's processor, +133-159 µs
+with this one.
 
 The batching follows the SDK's ``OTEL_BSP_*`` variables: a batch goes out every
 ``OTEL_BSP_SCHEDULE_DELAY`` ms, or as soon as ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE`` spans are

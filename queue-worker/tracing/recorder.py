@@ -1,18 +1,15 @@
-"""A lean OpenTelemetry tracer: API spans recorded as plain data, exported by the SDK's batch
-processor and OTLP/HTTP client with the hand-written encoder of :mod:`.otlp`.
+"""A lean OpenTelemetry tracer: API spans recorded as plain data, handed at their end to
+:mod:`.batches`, which exports them with the hand-written encoder of :mod:`.otlp`.
 
 Why not the SDK's tracer: its spans cost 15-25 µs each to make and end here (locks, bounded
-attribute maps, a processor chain), and its encoder 28-44 µs more per span; with the three or
-four spans of a traced attempt that is a quarter of a millisecond, so at 10% sampling the
-worker lost 10-25% of its throughput. These spans are the API's (``trace.use_span``,
-propagation and log correlation work unchanged) but hold only what is exported, and cost
-about 3 µs to make and 4 µs to encode (``python -m bench.trace_cost`` measures both beside the
-SDK's).
+attribute maps, a processor chain), and its encoder 20-44 µs more per span; a traced attempt
+has three or four spans. These spans are the API's (``trace.use_span``, propagation and log
+correlation work unchanged) but hold only what is exported: a first attempt's three spans
+cost 19-57 µs to make and end and 4-6 µs each to encode, against 73-151 µs and 19-22 µs with
+the SDK's (``python -m bench.trace_cost`` measures both).
 
-What stays the SDK's is everything configured by ``OTEL_*`` variables: the sampler
-(``OTEL_TRACES_SAMPLER``), the resource (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``), the
-batching (``OTEL_BSP_*``) and the exporter's endpoint, headers, TLS, compression, timeout and
-retries (``OTEL_EXPORTER_OTLP_*``).
+What stays the SDK's is what ``OTEL_*`` variables configure beyond batching (:mod:`.export`):
+the sampler, the resource, and the OTLP/HTTP exporter's client.
 """
 
 from __future__ import annotations
