@@ -212,7 +212,7 @@ async def test_status_follows_a_call_that_retries(
 async def test_running_is_recorded_only_for_a_call_that_takes_a_while(
     nc: Client, gateway: RecordingServer, start_worker: WorkerFactory
 ) -> None:
-    # RUNNING_AFTER_S is 0.25 s: the slow call runs six times that, the quick one far less.
+    # status.running.RUNNING_AFTER_S is 0.25 s: the slow call runs six times that, the quick one far less.
     gateway.behaviours["slow"] = answer(200, "done", after_s=1.5)
     bucket = f"calls-{uuid.uuid4().hex[:8]}"
     worker = start_worker(call_status_bucket=bucket)
