@@ -10,7 +10,6 @@ Figures are ratios within one run: absolute rates move with the machine's load.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import os
 import signal
@@ -20,6 +19,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -139,23 +139,27 @@ class Bench:
             await asyncio.sleep(0.05)
         raise TimeoutError("implementation never pulled")
 
-    async def fill(self, stream: str, function: str, count: int, body_bytes: int = 5) -> None:
-        """``count`` calls as the gateway stores them, each with its own call id and start time."""
+    async def fill(self, streams: Sequence[str], function: str, count: int, body_bytes: int = 5) -> None:
+        """``count`` calls to each stream, in turn, as the gateway stores them, each with its own
+        call id and start time."""
         body = b"hello" if body_bytes == 5 else os.urandom(body_bytes)
         calls = stamped(function, body, {"Content-Type": ("text/plain",)})
         every = max(1, min(1000, (1 << 20) // (body_bytes * 4 // 3 + 300)))
         for i in range(count):
-            await self.nc.publish(stream, next(calls))
+            for stream in streams:
+                await self.nc.publish(stream, next(calls))
             if i % every == every - 1:  # within nats-py's outbound buffer, whatever the body size
                 await self.nc.flush()
         await self.nc.flush()
 
-    async def drained(self, stream: str, timeout_s: float = 120) -> None:
+    async def drained(self, stream: str, timeout_s: float = 120, since: float = 0.0) -> float:
+        """Wait until the stream is empty; returns how long that took from ``since`` (monotonic)."""
         deadline = time.monotonic() + timeout_s
         while (await self.nc.jetstream().stream_info(stream)).state.messages:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{stream} not drained")
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.02)
+        return time.monotonic() - since
 
     async def run(self, implementation: str, scenario: Scenario, **extra: str) -> Result:
         stream, durable = await self.fresh_queue()
@@ -164,7 +168,7 @@ class Bench:
             await self.wait_bound(stream, durable)
             await self.stats()  # reset
             cpu_before = cpu_seconds(process.pid)
-            await self.fill(stream, scenario.function, scenario.messages, body_bytes=scenario.body_bytes)
+            await self.fill([stream], scenario.function, scenario.messages, body_bytes=scenario.body_bytes)
             await self.drained(stream)
             stats = await self.stats()
             cpu = cpu_seconds(process.pid) - cpu_before
@@ -217,46 +221,71 @@ class Bench:
             await asyncio.to_thread(process.wait, 30)
 
 
-async def interleaved(bench: Bench, variants: dict[str, dict[str, str]], rounds: int = 5) -> dict[str, Result]:
-    """The median rate and CPU per message of each variant of the worker at 100 in flight, run
-    in turn ``rounds`` times, so a slow spell of the machine hits them all."""
-    runs: dict[str, list[Result]] = {name: [] for name in variants}
-    for _ in range(rounds):
-        for name, extra in variants.items():
-            runs[name].append(await bench.run("queue-worker", SCENARIOS[2], **extra))
-    return {
-        name: dataclasses.replace(
-            results[0],
-            rate=statistics.median(r.rate for r in results),
-            cpu_s_per_1000=statistics.median(r.cpu_s_per_1000 for r in results),
-        )
-        for name, results in runs.items()
-    }
+async def side_by_side(bench: Bench, on: dict[str, str], off: dict[str, str], rounds: int = 5) -> dict[str, Any]:
+    """What a setting costs the worker at 100 in flight: a worker with it (``on``) and one
+    without (``off``) drain queues of their own at the same time, fed in turn.
 
-
-def _cost(on: Result, off: Result) -> dict[str, float]:
+    This shared machine's speed moves by a fifth from one run to the next (run alone, the same
+    worker took 132-185 us of CPU per message in three runs), which hides a cost of 5% in runs
+    made one after the other; side by side, a slow spell slows both. The workers share the
+    machine, so the figures are a ratio: CPU per message, and each queue's rate from the first
+    call stored to its last one taken; the median of ``rounds``."""
+    ratios: list[float] = []
+    cpu_ratios: list[float] = []
+    cpu: dict[str, list[float]] = {"on": [], "off": []}
+    for i in range(rounds):
+        # Which one is started and fed first swaps every round, so neither gains from the order.
+        queues = {name: await bench.fresh_queue() for name in (("on", "off") if i % 2 == 0 else ("off", "on"))}
+        settings = {"on": on, "off": off}
+        workers = {
+            name: bench.start("queue-worker", stream, durable, 100, **settings[name])
+            for name, (stream, durable) in queues.items()
+        }
+        try:
+            for stream, durable in queues.values():
+                await bench.wait_bound(stream, durable)
+            before = {name: cpu_seconds(worker.pid) for name, worker in workers.items()}
+            started = time.monotonic()
+            count = SCENARIOS[2].messages
+            await bench.fill([stream for stream, _ in queues.values()], "echo", count)
+            took = dict(
+                zip(
+                    queues,
+                    await asyncio.gather(*(bench.drained(stream, since=started) for stream, _ in queues.values())),
+                    strict=True,
+                )
+            )
+            used = {name: (cpu_seconds(worker.pid) - before[name]) / count * 1e6 for name, worker in workers.items()}
+        finally:
+            for worker in workers.values():
+                worker.send_signal(signal.SIGTERM)
+            for worker in workers.values():
+                await asyncio.to_thread(worker.wait, 30)
+        ratios.append(took["off"] / took["on"])
+        cpu_ratios.append(used["on"] / used["off"])
+        for name in cpu:
+            cpu[name].append(used[name])
     return {
-        "on": on.rate,
-        "off": off.rate,
-        "ratio": round(on.rate / off.rate, 3),
-        "cpu_us_on": round(on.cpu_s_per_1000 * 1000, 1),
-        "cpu_us_off": round(off.cpu_s_per_1000 * 1000, 1),
+        "ratio": round(statistics.median(ratios), 3),
+        "cpu_ratio": round(statistics.median(cpu_ratios), 3),
+        "cpu_us_on": round(statistics.median(cpu["on"]), 1),
+        "cpu_us_off": round(statistics.median(cpu["off"]), 1),
+        "ratios": [round(r, 3) for r in ratios],
     }
 
 
 async def measure_edges(bench: Bench) -> dict[str, object]:
     """Call status's cost and tracing's (each on and off, interleaved), large bodies, invented
     function names."""
-    status = await interleaved(bench, {"on": {}, "off": {"call_status_ttl": "0s"}})
-    status_cost = _cost(status["on"], status["off"])
+    status_cost = await side_by_side(bench, on={}, off={"call_status_ttl": "0s"})
     print(f"  call status at 100 in flight: {status_cost}", flush=True)
     otlp = await OtlpReceiver(keep=False).start()
     sampled = {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp.url, "OTEL_TRACES_SAMPLER": "traceidratio"}
     try:
-        traced = await interleaved(bench, {"off": {}, "10%": {**sampled, "OTEL_TRACES_SAMPLER_ARG": "0.1"}})
+        traced = await side_by_side(bench, on={**sampled, "OTEL_TRACES_SAMPLER_ARG": "0.1"}, off={})
     finally:
         await otlp.close()
-    tracing_cost = {**_cost(traced["10%"], traced["off"]), "spans_exported": otlp.counted}
+    tracing_cost = {**traced, "spans_exported": otlp.counted}
     print(f"  tracing at 100 in flight, 10% sampled: {tracing_cost}", flush=True)
     parts = trace_cost.measure()
     print(f"  tracing's CPU per attempt and span, ours and the SDK's: {parts}", flush=True)
