@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,18 +50,22 @@ class OtlpReceiver:
     #: cost the machine (the bench).
     keep: bool = True
     counted: int = 0
+    #: Served over TLS with this context (which may require a client certificate).
+    tls: ssl.SSLContext | None = None
+    #: Each ``Content-Encoding`` an export came with.
+    encodings: set[str] = field(default_factory=set)
     _runner: web.AppRunner | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     async def start(self) -> OtlpReceiver:
         app = web.Application()
         app.router.add_post("/v1/traces", self._traces)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=self.tls).start()
         return self
 
     async def close(self) -> None:
@@ -68,8 +73,12 @@ class OtlpReceiver:
             await self._runner.cleanup()
 
     async def _traces(self, request: web.Request) -> web.Response:
+        # As the Collector's receiver: protobuf only when it says so (JSON is not sent here).
+        if request.content_type != "application/x-protobuf":
+            raise web.HTTPUnsupportedMediaType(text=f"unsupported content type {request.content_type!r}")
+        self.encodings.add(request.headers.get("Content-Encoding", "identity"))
         export = ExportTraceServiceRequest()
-        export.ParseFromString(await request.read())
+        export.ParseFromString(await request.read())  # decompressed by aiohttp
         if not self.keep:
             self.counted += sum(len(s.spans) for r in export.resource_spans for s in r.scope_spans)
             return web.Response(body=_ACCEPTED, content_type="application/x-protobuf")

@@ -323,7 +323,10 @@ class FrontDoor:
             "faas.invoked_name": queued.function,
         }
         return tracing.tracer().start_as_current_span(
-            f"send {subject}", context=tracing.parent(queued.header), kind=SpanKind.PRODUCER, attributes=attributes
+            f"send {subject}",
+            context=tracing.parent(queued.header_value("traceparent"), queued.header_value("tracestate")),
+            kind=SpanKind.PRODUCER,
+            attributes=attributes,
         )
 
     def _subject(self, function: str) -> str:

@@ -122,7 +122,7 @@ class QueueWorker:
                 log.warning("Too old to invoke", age=round(age, 3), maxAge=self.settings.max_message_age_s)
                 decided = Decided(DeadLetter("expired", {**_identity(request), "ageSeconds": round(age, 3)}), facts)
             else:
-                decided = await self._attempt(request, facts, event, context, log)
+                decided = await self._attempt(request, facts, event, context, log, traced=span is not None)
             if span is not None:
                 span.set_attribute("queue_worker.outcome", type(decided.outcome).__name__.lower())
         if event.attempt == 1:
@@ -138,7 +138,9 @@ class QueueWorker:
         if not tracing.enabled():
             return tracing.NO_SPAN
         name = f"process {event.subject}"
-        kept = tracing.sampled(name, request.header, request.call_id)
+        kept = tracing.sampled(
+            name, request.header_value("traceparent"), request.header_value("tracestate"), request.call_id
+        )
         if kept is None:
             return tracing.NO_SPAN
         queued = None
@@ -157,9 +159,17 @@ class QueueWorker:
         return trace.use_span(span, end_on_exit=True)
 
     async def _attempt(
-        self, request: QueueRequest, facts: Facts, event: Event, context: Context, log: FilteringBoundLogger
+        self,
+        request: QueueRequest,
+        facts: Facts,
+        event: Event,
+        context: Context,
+        log: FilteringBoundLogger,
+        *,
+        traced: bool,
     ) -> Decided:
-        """One invocation of ``request``, and what follows from its answer."""
+        """One invocation of ``request``, and what follows from its answer; ``traced`` when the
+        attempt has a span of its own (its invocation gets one too)."""
         policy, problems = self.settings.retry.with_annotations(request.annotations)
         for problem in problems:
             log.warning("Invalid retry annotation", problem=problem)
@@ -177,7 +187,7 @@ class QueueWorker:
                 # Refused before invoking: the call would have nowhere allowed to report to.
                 return self._refuse(request, facts, url, str(exc), log)
         self.status.started(request.call_id, request.function, event.attempt)
-        invocation = await self._invoke(request, log)
+        invocation = await self._invoke(request, log, traced=traced)
         status = invocation.response.status
         facts = Facts(
             request.call_id, request.function, event.attempt, status, invocation.duration_s, seq=event.stream_seq
@@ -274,7 +284,7 @@ class QueueWorker:
         self.metrics.callbacks.labels(self.metrics.queue, "refused").inc()
         return Decided(DeadLetter("callback_refused", {**_identity(request), "reason": why}), facts)
 
-    async def _invoke(self, request: QueueRequest, log: FilteringBoundLogger) -> Invocation:
+    async def _invoke(self, request: QueueRequest, log: FilteringBoundLogger, *, traced: bool) -> Invocation:
         if self.settings.debug:
             # At info this would be a second line per call; "Invoked" below carries the same fields.
             log.debug("Invoke", bytes=len(request.body), target=request.invoke_path())
@@ -283,8 +293,14 @@ class QueueWorker:
         inflight = self.metrics.inflight.labels(queue, self.labels(request.function))
         inflight.inc()
         try:
-            url = self.invoker.url(request).partition("?")[0] if tracing.recording() else ""
-            with tracing.client_span("POST", url, request.method) as span:
+            # Told, not looked up: most attempts are not sampled, and each lookup of the current
+            # span costs about half a microsecond.
+            invocation_span = (
+                tracing.client_span("POST", self.invoker.url(request).partition("?")[0], request.method)
+                if traced
+                else tracing.NO_SPAN
+            )
+            with invocation_span as span:
                 invocation = await self.invoker.invoke(request, span)
                 tracing.record_status(span, invocation.response.status, invocation.error)
         finally:

@@ -1,22 +1,134 @@
 """What tracing keeps of the OpenTelemetry SDK: its configuration by ``OTEL_*`` variables (the
-sampler, the resource) and its OTLP/HTTP client (endpoint, headers, TLS, compression, timeout
-and retries from ``OTEL_EXPORTER_OTLP_*``). Imported only when tracing is on, from the image's
+sampler, the resource) and its OTLP/HTTP client (endpoint, headers, compression, timeout and
+retries from ``OTEL_EXPORTER_OTLP_*``). Imported only when tracing is on, from the image's
 tracing extras.
+
+The client's requests are made on the event loop, by the worker's own HTTP transport
+(:class:`LoopTransport`). The client runs in a thread, as it blocks while it retries; with
+``requests`` under it, that thread ran Python for each request and contended for the GIL with
+the loop: at 10% sampling, 100 in flight, exporting cost the worker 3.5% of its throughput
+(side by side with tracing off: 0.863 against 0.898 with the same spans encoded and not sent,
+five rounds each). Now the thread only waits for the loop's answer.
 """
 
 from __future__ import annotations
 
+import asyncio
+import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
+from opentelemetry.exporter.http.transport._base import BaseHTTPResult, BaseHTTPTransport
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.sampling import Sampler
+from opentelemetry.sdk.trace.sampling import Sampler, TraceIdRatioBased
 from structlog.typing import FilteringBoundLogger
 
+from runtime import ConfigError, describe
+
+from ..transport import ConnectFailed, ConnectionBroken, Response, TransportTimeout
+from ..transport.http import HTTPTransport
 from .batches import Batches, BatchSettings
 from .otlp import Encoder
+
+#: Set, they name a plugin that gives the SDK's client a ``requests`` session of its own (for
+#: credentials it refreshes): then the SDK's own transport is kept.
+_CREDENTIAL_PROVIDERS = (
+    "OTEL_PYTHON_EXPORTER_OTLP_HTTP_CREDENTIAL_PROVIDER",
+    "OTEL_PYTHON_EXPORTER_OTLP_HTTP_TRACES_CREDENTIAL_PROVIDER",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Result(BaseHTTPResult):
+    response: Response | None = field(default=None, hash=False, compare=False)
+
+    def content(self) -> bytes:
+        return self.response.body if self.response is not None else b""
+
+    def headers(self) -> Mapping[str, str]:
+        # Read for Retry-After, whose name the SDK spells in its canonical case.
+        if self.response is None:
+            return {}
+        return {name.title(): value for name, value in self.response.headers}
+
+
+class LoopTransport(BaseHTTPTransport):
+    """The SDK client's requests, sent on ``loop`` by an :class:`HTTPTransport`; called from
+    the client's thread, never from the loop's."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, transport: HTTPTransport) -> None:
+        self._loop = loop
+        self._transport = transport
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: dict[str, str] | None = None,
+        timeout: float | None = None,
+        data: bytes | None = None,
+    ) -> BaseHTTPResult:
+        sent = asyncio.run_coroutine_threadsafe(
+            self._send(method, url, list((headers or {}).items()), data or b"", within_s=timeout), self._loop
+        )
+        try:
+            response = sent.result()
+        except Exception as exc:  # the client decides, from the error, whether to try again
+            return _Result(error=exc)
+        return _Result(status_code=response.status, reason=describe_status(response), response=response)
+
+    async def _send(
+        self, method: str, url: str, headers: list[tuple[str, str]], body: bytes, *, within_s: float | None
+    ) -> Response:
+        try:
+            async with asyncio.timeout(within_s):
+                return await self._transport.request(method, url, headers, body)
+        except TimeoutError:
+            raise TransportTimeout(f"no answer within {within_s:g}s") from None
+
+    def is_connection_error(self, exception: Exception | None) -> bool:
+        return isinstance(exception, ConnectFailed | ConnectionBroken | TransportTimeout)
+
+    def close(self) -> None:
+        self._loop.call_soon_threadsafe(self._transport.close)
+
+
+def describe_status(response: Response) -> str:
+    """The reason the SDK logs with a refused export: the status and the start of the body."""
+    return f"{response.status} {response.body[:200].decode('utf-8', 'replace')}".strip()
+
+
+def tls_context(environ: Mapping[str, str]) -> ssl.SSLContext:
+    """The TLS settings of ``OTEL_EXPORTER_OTLP_[TRACES_]CERTIFICATE``, ``CLIENT_CERTIFICATE``
+    and ``CLIENT_KEY``, as the SDK reads them (the signal's own first).
+
+    Raises:
+        ConfigError: a file named is missing or not a certificate (or key).
+    """
+
+    def setting(name: str) -> tuple[str, str]:
+        for variable in (f"OTEL_EXPORTER_OTLP_TRACES_{name}", f"OTEL_EXPORTER_OTLP_{name}"):
+            if environ.get(variable):
+                return variable, environ[variable]
+        return "", ""
+
+    ca_variable, ca = setting("CERTIFICATE")
+    cert_variable, cert = setting("CLIENT_CERTIFICATE")
+    _, key = setting("CLIENT_KEY")
+    try:
+        context = ssl.create_default_context(cafile=ca or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(ca_variable, ca, describe(exc)) from None
+    if cert:
+        try:
+            context.load_cert_chain(cert, key or None)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(cert_variable, cert, describe(exc)) from None
+    return context
 
 
 @dataclass(frozen=True)
@@ -24,18 +136,30 @@ class Configured:
     sampler: Sampler
     batches: Batches
     exporter: OTLPSpanExporter
+    #: The bound of a plain ``traceidratio`` sampler (it keeps the trace ids whose low 64 bits
+    #: are below it, whatever the parent), else ``None``.
+    ratio_bound: int | None = None
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str], version: str, log: FilteringBoundLogger) -> Configured:
-        """Raises:
-        ConfigError: an ``OTEL_BSP_*`` setting is invalid.
+        """Called on the event loop.
+
+        Raises:
+            ConfigError: an ``OTEL_BSP_*`` setting is invalid, or a TLS file cannot be loaded.
         """
         settings = BatchSettings.from_environment(environ)
         service = environ.get("OTEL_SERVICE_NAME") or "queue-worker"
         resource = Resource.create({SERVICE_NAME: service})  # and OTEL_RESOURCE_ATTRIBUTES
         # A provider is the SDK's one reader of OTEL_TRACES_SAMPLER; it makes no spans here.
         sampler = TracerProvider(resource=resource).sampler
-        exporter = OTLPSpanExporter()
+        options: dict[str, Any] = {}
+        if not any(environ.get(variable) for variable in _CREDENTIAL_PROVIDERS):
+            # The client's own timeout bounds each request; this one only stops a stuck one.
+            transport = HTTPTransport(
+                timeout_s=3600, user_agent=f"queue-worker/{version}", max_idle=2, tls=tls_context(environ)
+            )
+            options["_transport"] = LoopTransport(asyncio.get_running_loop(), transport)
+        exporter = OTLPSpanExporter(**options)
 
         def send(data: bytes) -> bool:
             # _client is the exporter's own HTTP client (a pinned version; the tracing tests
@@ -43,7 +167,8 @@ class Configured:
             return bool(exporter._client.export(data).success)
 
         encoder = Encoder(dict(resource.attributes), "queue-worker", version)
-        return cls(sampler, Batches(encoder, send, settings, log), exporter)
+        bound = sampler.bound if type(sampler) is TraceIdRatioBased else None
+        return cls(sampler, Batches(encoder, send, settings, log), exporter, bound)
 
     async def close(self) -> None:
         """Export what is left, then close the client."""

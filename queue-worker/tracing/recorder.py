@@ -19,6 +19,7 @@ import random
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from types import TracebackType
 from typing import Any, Protocol
 
 from opentelemetry import trace
@@ -112,6 +113,16 @@ class RecordedSpan(trace.Span):
             **(attributes or {}),
         }
         self.add_event("exception", details, timestamp)
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        """Ends the span, used as its own ``with`` (not made current); an exception leaving the
+        block is recorded, as ``trace.use_span`` records it."""
+        if exc is not None and self._on_end is not None:
+            self.record_exception(exc, escaped=True)
+            self.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        self.end()
 
     def end(self, end_time: int | None = None) -> None:
         on_end, self._on_end = self._on_end, None

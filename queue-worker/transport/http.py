@@ -374,7 +374,8 @@ class HTTPTransport:
     """Requests to any origin over reused connections; each request within ``timeout_s``.
 
     ``resolve`` chooses the addresses to connect to (the callback guard uses it);
-    ``verify=False`` skips certificate checks. ``User-Agent`` is added unless given.
+    ``verify=False`` skips certificate checks; ``tls`` replaces the default context (its own
+    CA, a client certificate). ``User-Agent`` is added unless given.
     """
 
     def __init__(
@@ -385,6 +386,7 @@ class HTTPTransport:
         max_idle: int,
         resolve: Resolve | None = None,
         verify: bool = True,
+        tls: ssl.SSLContext | None = None,
         max_origins: int = MAX_ORIGINS,
     ) -> None:
         self._timeout_s = timeout_s
@@ -392,8 +394,9 @@ class HTTPTransport:
         self._max_idle = max_idle
         self._resolve = resolve
         self._verify = verify
-        #: Made for the first https origin: loading the CA bundle takes tens of milliseconds.
-        self._tls: ssl.SSLContext | None = None
+        #: Made for the first https origin unless given: loading the CA bundle takes tens of
+        #: milliseconds.
+        self._tls = tls
         self._max_origins = max_origins
         self._origins: OrderedDict[str, _Origin] = OrderedDict()
 

@@ -147,6 +147,11 @@ async def test_a_connection_closed_for_good_ends_the_process_so_it_is_restarted(
             "OTEL_BSP_MAX_QUEUE_SIZE",
             "at least 1",
         ),
+        (
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "https://127.0.0.1:1", "OTEL_EXPORTER_OTLP_CERTIFICATE": "/no/such/ca.crt"},
+            "OTEL_EXPORTER_OTLP_CERTIFICATE",
+            "No such file",
+        ),
     ],
 )
 @pytest.mark.parametrize("encoding", ["console", "json"])

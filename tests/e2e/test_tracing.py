@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import ssl
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -239,3 +241,30 @@ async def test_the_sampler_keeps_whole_calls_and_a_dropped_one_passes_its_tracep
         assert _parent_of(received) == (trace_id, spans["POST"].span_id)
     await asyncio.sleep(0.3)  # three export intervals: nothing more arrives
     assert len(otlp.spans) == 3 * len(kept)
+
+
+async def test_spans_reach_a_collector_over_mutual_tls_compressed_as_configured(
+    nc: Client, queue: Queue, gateway: RecordingServer, start_worker: WorkerFactory, certificates: Path
+) -> None:
+    # A collector that takes only clients with a certificate from the test CA.
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(certificates / "nats-ca.crt"))
+    tls.load_cert_chain(certificates / "server.crt", certificates / "server.key")
+    tls.verify_mode = ssl.CERT_REQUIRED
+    collector = await OtlpReceiver(tls=tls).start()
+    try:
+        worker = start_worker(
+            **_tracing(collector),
+            OTEL_EXPORTER_OTLP_CERTIFICATE=str(certificates / "nats-ca.crt"),
+            OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE=str(certificates / "client.crt"),
+            OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY=str(certificates / "client.key"),
+            OTEL_EXPORTER_OTLP_COMPRESSION="gzip",
+        )
+        await worker.wait_ready()
+        await publish_request(nc, queue.subject, queued("figlet", "over-tls"))
+        await wait_until(lambda: any(s.kind == CONSUMER for s in collector.spans), 10, "the attempt exported")
+    finally:
+        await collector.close()
+
+    assert collector.url.startswith("https://")
+    assert {s.attributes.get("messaging.message.id") for s in collector.spans if s.kind == CONSUMER} == {"over-tls"}
+    assert collector.encodings == {"gzip"}

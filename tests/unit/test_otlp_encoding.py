@@ -135,16 +135,18 @@ def test_a_kept_span_records_what_the_api_sets_and_ends_once() -> None:
     assert 0 < outer_data.start_ns <= outer_data.end_ns
 
 
-def test_an_exception_in_a_span_is_recorded_as_an_event_and_an_error() -> None:
+@pytest.mark.parametrize("current", [True, False])
+def test_an_exception_in_a_span_is_recorded_as_an_event_and_an_error(current: bool) -> None:
+    # Made current (use_span records it), or a span used as its own ``with`` (it records it).
     tracer, ended = _tracer(ALWAYS_ON)
     try:
-        with tracer.start_as_current_span("boom"):
+        with tracer.start_as_current_span("boom") if current else tracer.start_span("boom"):
             raise ValueError("no")
     except ValueError:
         pass
 
     [span] = ended
-    assert span.status_code == 2
+    assert (span.status_code, span.status_message) == (2, "ValueError: no")
     [event] = span.events
     assert event.name == "exception"
     assert event.attributes["exception.type"] == "ValueError"

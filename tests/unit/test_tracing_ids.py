@@ -1,4 +1,5 @@
-"""The ids of an attempt's span: derived, so each attempt links to the one before it. Pure."""
+"""The ids of an attempt's span: derived, so each attempt links to the one before it; and the
+sampler's decision, taken from them."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from opentelemetry import trace
 from opentelemetry.context import Context
+from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
+from function import tracing
 from function.tracing import attempt_ids, trace_of
 
 call_ids = st.text(min_size=1, max_size=40)
@@ -59,3 +62,27 @@ def test_calls_without_a_trace_get_one_each(first: str, second: str) -> None:
 @given(trace_id=traces, attempt=st.integers(min_value=1, max_value=1000))
 def test_without_a_call_id_span_ids_are_random_and_unlinked(trace_id: int, attempt: int) -> None:
     assert attempt_ids(trace_id, "", attempt) == (0, [])
+
+
+@given(
+    rate=st.floats(min_value=0.0, max_value=1.0),
+    call_id=call_ids,
+    trace_id=traces,
+    flags=st.sampled_from(["00", "01"]),
+    traced=st.booleans(),
+)
+def test_a_ratio_samplers_answer_read_from_the_trace_id_is_the_samplers_own(
+    rate: float, call_id: str, trace_id: int, flags: str, traced: bool
+) -> None:
+    sampler = TraceIdRatioBased(rate)
+    traceparent = f"00-{trace_id:032x}-{0xABC:016x}-{flags}" if traced else ""
+    saved = tracing._sampler, tracing._drops_from
+    tracing._sampler, tracing._drops_from = sampler, sampler.bound
+    try:
+        kept = tracing.sampled("process q", traceparent, "", call_id)
+    finally:
+        tracing._sampler, tracing._drops_from = saved
+
+    parent = tracing.parent(traceparent)
+    expected = sampler.should_sample(parent, trace_of(parent, call_id), "process q").decision.is_sampled()
+    assert (kept is not None) == expected
