@@ -221,7 +221,7 @@ class Bench:
             await asyncio.to_thread(process.wait, 30)
 
 
-async def side_by_side(bench: Bench, on: dict[str, str], off: dict[str, str], rounds: int = 5) -> dict[str, Any]:
+async def side_by_side(bench: Bench, on: dict[str, str], off: dict[str, str], rounds: int = 7) -> dict[str, Any]:
     """What a setting costs the worker at 100 in flight: a worker with it (``on``) and one
     without (``off``) drain queues of their own at the same time, fed in turn.
 

@@ -56,6 +56,11 @@ _sampler: Sampler | None = None
 #: its bound. Checked before asking it, which would cost a ``SamplingResult`` (2 µs) per attempt.
 _drops_from: int | None = None
 _LOW_64_BITS = (1 << 64) - 1
+#: Whether the propagators (``OTEL_PROPAGATORS``) write W3C trace context alone, or with baggage
+#: (which the worker never holds): then outgoing trace headers are formatted here, in a third of
+#: the time the global propagator takes (0.8 against 2.4 µs).
+_w3c_only = False
+_W3C_FIELDS = frozenset({"traceparent", "tracestate", "baggage"})
 #: The context of a request stored without trace headers.
 _NO_PARENT = TraceContext()
 
@@ -74,7 +79,7 @@ def configure(environ: Mapping[str, str], log: FilteringBoundLogger) -> Callable
         ConfigError: an endpoint is set, but the image was built without the tracing extras;
             or an ``OTEL_BSP_*`` setting is invalid.
     """
-    global _tracer, _sampler, _drops_from
+    global _tracer, _sampler, _drops_from, _w3c_only
     endpoint = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
     if not endpoint or environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return None
@@ -90,6 +95,7 @@ def configure(environ: Mapping[str, str], log: FilteringBoundLogger) -> Callable
     configured.batches.start()
     _sampler = configured.sampler
     _drops_from = configured.ratio_bound
+    _w3c_only = propagate.get_global_textmap().fields <= _W3C_FIELDS
     _tracer = Tracer(configured.sampler, configured.batches.ended)
 
     async def shutdown() -> None:
@@ -192,9 +198,21 @@ def start_attempt(
 
 def injected(span: Span) -> list[tuple[str, str]]:
     """``traceparent`` (and ``tracestate``) naming ``span`` as the parent, for an outgoing request."""
+    if _w3c_only:
+        return w3c_headers(span.get_span_context())
     carrier: dict[str, str] = {}
     propagate.inject(carrier, context=trace.set_span_in_context(span))
     return list(carrier.items())
+
+
+def w3c_headers(context: SpanContext) -> list[tuple[str, str]]:
+    """``traceparent`` (and ``tracestate``) for ``context``, as the W3C propagator writes them. Pure."""
+    if context == trace.INVALID_SPAN_CONTEXT:
+        return []
+    headers = [("traceparent", f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}")]
+    if context.trace_state:
+        headers.append(("tracestate", context.trace_state.to_header()))
+    return headers
 
 
 def with_trace(headers: Iterable[tuple[str, str]], span: Span | None) -> list[tuple[str, str]]:

@@ -124,7 +124,11 @@ class Encoder:
 
     def encode(self, spans: Iterable[SpanData]) -> bytes:
         """The body of one export request (``ExportTraceServiceRequest``) holding ``spans``."""
-        scope_spans = self._scope + b"".join(_delimited(2, self.span(span)) for span in spans)
+        return self.request(self.span(span) for span in spans)
+
+    def request(self, spans: Iterable[bytes]) -> bytes:
+        """The body of one export request holding spans encoded by :meth:`span`."""
+        scope_spans = self._scope + b"".join(_delimited(2, span) for span in spans)
         return _delimited(1, self._resource + _delimited(2, scope_spans))
 
     def span(self, span: SpanData) -> bytes:

@@ -147,18 +147,19 @@ def test_an_export_that_raises_is_counted_and_the_next_batch_still_goes_out() ->
     assert sent.batches == [["s2", "s3"]]
 
 
-def test_a_span_that_cannot_be_encoded_loses_its_batch_only() -> None:
+def test_a_span_that_cannot_be_encoded_is_counted_and_lost_alone() -> None:
     sent = Sent()
 
     async def run() -> int:
-        batches = _batches(sent, batch_size=1)
+        batches = _batches(sent, batch_size=2)
+        batches.ended(_span(0))
         batches.ended(SpanData("bad", 1, 1, 0, 1, 0, 0, {"x": object()}))
         batches.ended(_span(1))
         await batches.close()
         return batches.failed
 
     assert asyncio.run(run()) == 1
-    assert sent.batches == [["s1"]]
+    assert sent.batches == [["s0", "s1"]]
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
-from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from function import tracing
 from function.tracing import attempt_ids, trace_of
@@ -86,3 +87,26 @@ def test_a_ratio_samplers_answer_read_from_the_trace_id_is_the_samplers_own(
     parent = tracing.parent(traceparent)
     expected = sampler.should_sample(parent, trace_of(parent, call_id), "process q").decision.is_sampled()
     assert (kept is not None) == expected
+
+
+@given(
+    trace_id=st.integers(min_value=0, max_value=2**128 - 1),
+    span_id=st.integers(min_value=0, max_value=2**64 - 1),
+    flags=st.integers(min_value=0, max_value=255),
+    state=st.lists(
+        st.tuples(
+            st.from_regex(r"[a-z][a-z0-9_\-*/]{0,10}", fullmatch=True),
+            st.from_regex(r"[!-+\--<>-~]{1,10}", fullmatch=True),
+        ),
+        max_size=3,
+        unique_by=lambda kv: kv[0],
+    ),
+)
+def test_trace_headers_written_directly_are_the_w3c_propagators_own(
+    trace_id: int, span_id: int, flags: int, state: list[tuple[str, str]]
+) -> None:
+    context = SpanContext(trace_id, span_id, False, TraceFlags(flags), TraceState(state))
+    carrier: dict[str, str] = {}
+    TraceContextTextMapPropagator().inject(carrier, trace.set_span_in_context(NonRecordingSpan(context)))
+
+    assert tracing.w3c_headers(context) == list(carrier.items())
