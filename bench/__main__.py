@@ -275,7 +275,7 @@ async def side_by_side(bench: Bench, on: dict[str, str], off: dict[str, str], ro
 
 
 async def measure_edges(bench: Bench) -> dict[str, object]:
-    """Call status's cost and tracing's (each on and off, interleaved), large bodies, invented
+    """Call status's cost and tracing's (each on and off, side by side), large bodies, invented
     function names."""
     status_cost = await side_by_side(bench, on={}, off={"call_status_ttl": "0s"})
     print(f"  call status at 100 in flight: {status_cost}", flush=True)
