@@ -167,7 +167,7 @@ class CallStatus:
 
     async def write(self, record: Record) -> None:
         """Record a state without waiting for the server (order is kept per connection)."""
-        if self.ttl_s > 0 and record.call_id:
+        if self.enabled and record.call_id:
             self._began.ended(record.call_id)
             if self._running:
                 self._running.pop(record.call_id, None)

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from multidict import CIMultiDict, CIMultiDictProxy
 from opentelemetry.exporter.http.transport._base import BaseHTTPResult, BaseHTTPTransport
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
@@ -49,10 +50,12 @@ class _Result(BaseHTTPResult):
         return self.response.body if self.response is not None else b""
 
     def headers(self) -> Mapping[str, str]:
-        # Read for Retry-After, whose name the SDK spells in its canonical case.
-        if self.response is None:
-            return {}
-        return {name.title(): value for name, value in self.response.headers}
+        """Any case finds a name (the client asks for ``retry-after``); repeated fields are joined
+        with commas, as the interface asks."""
+        joined: dict[str, list[str]] = {}
+        for name, value in self.response.headers if self.response is not None else ():
+            joined.setdefault(name.lower(), []).append(value)
+        return CIMultiDictProxy(CIMultiDict((name, ", ".join(values)) for name, values in joined.items()))
 
 
 class LoopTransport(BaseHTTPTransport):
@@ -72,11 +75,10 @@ class LoopTransport(BaseHTTPTransport):
         timeout: float | None = None,
         data: bytes | None = None,
     ) -> BaseHTTPResult:
-        sent = asyncio.run_coroutine_threadsafe(
-            self._send(method, url, list((headers or {}).items()), data or b"", within_s=timeout), self._loop
-        )
         try:
-            response = sent.result()
+            response = asyncio.run_coroutine_threadsafe(
+                self._send(method, url, list((headers or {}).items()), data or b"", within_s=timeout), self._loop
+            ).result()
         except Exception as exc:  # the client decides, from the error, whether to try again
             return _Result(error=exc)
         return _Result(status_code=response.status, reason=describe_status(response), response=response)
@@ -87,8 +89,10 @@ class LoopTransport(BaseHTTPTransport):
         try:
             async with asyncio.timeout(within_s):
                 return await self._transport.request(method, url, headers, body)
-        except TimeoutError:
-            raise TransportTimeout(f"no answer within {within_s:g}s") from None
+        except TransportTimeout:
+            raise
+        except TimeoutError:  # only the client's own timeout raises it bare
+            raise TransportTimeout(f"no answer within {within_s}s") from None
 
     def is_connection_error(self, exception: Exception | None) -> bool:
         return isinstance(exception, ConnectFailed | ConnectionBroken | TransportTimeout)
