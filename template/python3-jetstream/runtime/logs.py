@@ -7,6 +7,8 @@ masked by :func:`redact`, whatever the level, and bodies are logged only with ``
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import json
 import logging
 import sys
@@ -14,6 +16,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, TextIO
 
+import orjson
 import structlog
 from structlog.typing import EventDict, FilteringBoundLogger, WrappedLogger
 
@@ -49,7 +52,8 @@ def redact(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     return event_dict
 
 
-#: One encoder for every line: ``json.dumps(default=...)`` would build a new one each time.
+#: For what orjson refuses (a lone surrogate, an integer beyond 64 bits, a key that is not a
+#: string): ``json`` writes it.
 _JSON = json.JSONEncoder(default=repr)
 #: structlog method names that are not level names.
 _LEVELS = {"warn": "warning", "exception": "error", "fatal": "critical", "msg": "info"}
@@ -76,7 +80,11 @@ def render_json(_: WrappedLogger, method: str, event_dict: EventDict) -> str:
     level, event, fields = _fields(method, event_dict)
     line = {"ts": time.time(), "level": level, "msg": event}
     line.update(fields)
-    return _JSON.encode(line)
+    try:
+        # A fifth of json's time for the per-invocation line (0.7 against 3.6 µs).
+        return orjson.dumps(line, default=repr).decode()
+    except (orjson.JSONEncodeError, UnicodeDecodeError):
+        return _JSON.encode(line)
 
 
 def render_console(_: WrappedLogger, method: str, event_dict: EventDict) -> str:
@@ -92,14 +100,66 @@ def render_console(_: WrappedLogger, method: str, event_dict: EventDict) -> str:
     return f"{text}\n{exception}" if exception else text
 
 
+class LoopWriter:
+    """structlog's logger: the lines logged on the event loop are written together once the
+    loop's current step is done, not each with a write and a flush of its own.
+
+    structlog's ``PrintLogger`` prints and flushes every line: at 100 in flight the per-call
+    ``Invoked`` line cost 6-7% of the worker's CPU under ``make bench`` (py-spy), most of it the
+    system call. Off the loop (start-up, a thread, after the loop) a line is written at once, and
+    what is waiting is written at exit, so a line is lost only with the process killed in the
+    step that logged it.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._waiting: list[str] = []
+        atexit.register(self.flush)
+
+    def msg(self, message: str) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop in this thread: now, leaving the loop's lines alone
+            self._write([message])
+            return
+        if not self._waiting:
+            try:
+                loop.call_soon(self.flush)
+            except RuntimeError:  # the loop is closing
+                self._write([message])
+                return
+        self._waiting.append(message)
+
+    log = debug = info = warning = warn = error = err = critical = fatal = exception = failure = msg
+
+    def flush(self) -> None:
+        """Write the lines waiting (on the loop's thread, or at exit)."""
+        lines, self._waiting = self._waiting, []
+        if lines:
+            self._write(lines)
+
+    def _write(self, lines: list[str]) -> None:
+        try:
+            self._stream.write("\n".join(lines) + "\n")
+            self._stream.flush()
+        except ValueError:  # closed: at exit, the stream a test gave
+            pass
+
+
 def configure(*, encoding: str, debug: bool, stream: TextIO | None = None) -> FilteringBoundLogger:
     """Configure structlog process-wide and return the root logger (``encoding`` is
     ``console`` or ``json``)."""
     structlog.configure(
         processors=[render_json if encoding == "json" else render_console],
         wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG if debug else logging.INFO),
-        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        logger_factory=_writer_factory(stream or sys.stderr),
         cache_logger_on_first_use=True,
     )
     logger: FilteringBoundLogger = structlog.get_logger()
     return logger
+
+
+def _writer_factory(stream: TextIO) -> Any:
+    """One writer per stream, whatever the logger's name (as ``PrintLoggerFactory`` does)."""
+    writer = LoopWriter(stream)
+    return lambda *_: writer

@@ -1,0 +1,82 @@
+"""Log lines: rendered as JSON by orjson (json where orjson refuses), and written together once
+per step of the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from runtime.logs import LoopWriter, render_json
+
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),  # beyond 64 bits too, which orjson refuses
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(),  # lone surrogates too, which orjson refuses
+)
+values = st.recursive(
+    scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3)
+)
+fields = st.dictionaries(st.from_regex(r"[a-zA-Z][a-zA-Z0-9]{0,8}", fullmatch=True), values, max_size=5)
+
+
+@given(event=st.text(), extra=fields)
+def test_a_line_is_the_json_object_json_would_write(event: str, extra: dict[str, Any]) -> None:
+    line = render_json(None, "info", {"event": event, **extra})
+
+    document = json.loads(line)
+    assert "\n" not in line
+    assert (document.pop("level"), document.pop("msg")) == ("info", event)
+    assert isinstance(document.pop("ts"), float)
+    assert document == json.loads(json.dumps(extra))
+
+
+def test_an_object_json_cannot_write_is_written_as_its_repr() -> None:
+    assert json.loads(render_json(None, "info", {"event": "e", "at": object}))["at"] == repr(object)
+
+
+def test_lines_logged_in_one_step_of_the_loop_are_written_together_in_order() -> None:
+    class Writes(io.StringIO):
+        count = 0
+
+        def write(self, text: str) -> int:
+            self.count += 1
+            return super().write(text)
+
+    stream = Writes()
+    writer = LoopWriter(stream)
+
+    async def run() -> list[str]:
+        for i in range(5):
+            writer.msg(f"line {i}")
+        before = stream.getvalue()
+        await asyncio.sleep(0)  # the step ends: the lines go out
+        writer.msg("line 5")
+        await asyncio.sleep(0)
+        return [before]
+
+    [before] = asyncio.run(run())
+    writer.msg("off the loop")  # no loop: at once
+
+    assert before == ""
+    assert stream.getvalue().splitlines() == [f"line {i}" for i in range(6)] + ["off the loop"]
+    assert stream.count == 3
+
+
+def test_what_waits_is_written_by_flush_as_at_exit() -> None:
+    stream = io.StringIO()
+    writer = LoopWriter(stream)
+
+    async def run() -> None:
+        writer.msg("last words")
+        writer.flush()
+
+    asyncio.run(run())
+
+    assert stream.getvalue() == "last words\n"
