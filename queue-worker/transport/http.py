@@ -37,6 +37,7 @@ import httptools
 from runtime import describe
 
 from . import ConnectFailed, ConnectionBroken, InvalidRequest, ProtocolError, Response, TransportTimeout
+from .deadlines import Deadlines
 from .headers import TOKEN, UNSAFE_VALUE
 
 #: Largest response head (status line and fields) accepted.
@@ -390,6 +391,7 @@ class HTTPTransport:
         max_origins: int = MAX_ORIGINS,
     ) -> None:
         self._timeout_s = timeout_s
+        self._deadlines = Deadlines(timeout_s)
         self._user_agent = ("User-Agent", user_agent)
         self._max_idle = max_idle
         self._resolve = resolve
@@ -417,13 +419,19 @@ class HTTPTransport:
             headers = [self._user_agent, *headers]
         data = encode_request(method, target, origin.host_header, headers, body)
         replayable = method in REPLAYABLE_METHODS or not IDEMPOTENCY_KEYS.isdisjoint(names)
+        deadline = self._deadlines.start()
         try:
-            async with asyncio.timeout(self._timeout_s):
-                return await origin.exchange(method, data, replayable=replayable)
+            return await origin.exchange(method, data, replayable=replayable)
+        except asyncio.CancelledError:
+            if self._deadlines.end(deadline):
+                raise TransportTimeout(f"no answer within {self._timeout_s:g}s") from None
+            raise
         except TimeoutError:
             raise TransportTimeout(f"no answer within {self._timeout_s:g}s") from None
         except OSError as exc:
             raise ConnectionBroken(describe(exc)) from exc
+        finally:
+            self._deadlines.end(deadline)
 
     def _origin(self, origin_url: str) -> _Origin:
         origin = self._origins.get(origin_url)
@@ -441,6 +449,7 @@ class HTTPTransport:
 
     def close(self) -> None:
         """Close every connection, idle or busy."""
+        self._deadlines.close()
         for origin in self._origins.values():
             origin.close()
         self._origins.clear()
