@@ -106,9 +106,10 @@ def describe_status(response: Response) -> str:
     return f"{response.status} {response.body[:200].decode('utf-8', 'replace')}".strip()
 
 
-def tls_context(environ: Mapping[str, str]) -> ssl.SSLContext:
+def tls_context(environ: Mapping[str, str]) -> ssl.SSLContext | None:
     """The TLS settings of ``OTEL_EXPORTER_OTLP_[TRACES_]CERTIFICATE``, ``CLIENT_CERTIFICATE``
-    and ``CLIENT_KEY``, as the SDK reads them (the signal's own first).
+    and ``CLIENT_KEY``, as the SDK reads them (the signal's own first); ``None`` when none is
+    set, so the transport makes its default context, and only for an https endpoint.
 
     Raises:
         ConfigError: a file named is missing or not a certificate (or key).
@@ -123,6 +124,8 @@ def tls_context(environ: Mapping[str, str]) -> ssl.SSLContext:
     ca_variable, ca = setting("CERTIFICATE")
     cert_variable, cert = setting("CLIENT_CERTIFICATE")
     _, key = setting("CLIENT_KEY")
+    if not ca and not cert:
+        return None
     try:
         context = ssl.create_default_context(cafile=ca or None)
     except (OSError, ssl.SSLError) as exc:
