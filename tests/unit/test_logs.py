@@ -11,7 +11,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runtime.logs import LoopWriter, render_json
+from runtime.logs import MASK, SECRET_NAMES, LoopWriter, render_json
 
 scalars = st.one_of(
     st.none(),
@@ -20,10 +20,23 @@ scalars = st.one_of(
     st.floats(allow_nan=False, allow_infinity=False),
     st.text(),  # lone surrogates too, which orjson refuses
 )
-values = st.recursive(
-    scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3)
+
+
+def _not_secret(name: str) -> bool:
+    return name.lower() not in SECRET_NAMES
+
+
+keys = st.text().filter(_not_secret)
+values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(keys, inner, max_size=3))
+fields = st.dictionaries(
+    st.from_regex(r"[a-zA-Z][a-zA-Z0-9]{0,8}", fullmatch=True).filter(_not_secret), values, max_size=5
 )
-fields = st.dictionaries(st.from_regex(r"[a-zA-Z][a-zA-Z0-9]{0,8}", fullmatch=True), values, max_size=5)
+#: A secret's name in any case, as a header or a field may spell it.
+secret_names = st.sampled_from(sorted(SECRET_NAMES)).flatmap(
+    lambda name: st.lists(st.booleans(), min_size=len(name), max_size=len(name)).map(
+        lambda upper: "".join(c.upper() if u else c for c, u in zip(name, upper, strict=True))
+    )
+)
 
 
 @given(event=st.text(), extra=fields)
@@ -35,6 +48,22 @@ def test_a_line_is_the_json_object_json_would_write(event: str, extra: dict[str,
     assert (document.pop("level"), document.pop("msg")) == ("info", event)
     assert isinstance(document.pop("ts"), float)
     assert document == json.loads(json.dumps(extra))
+
+
+@given(extra=fields, name=secret_names, secret=values, data=st.data())
+def test_a_secret_is_masked_at_any_depth(extra: dict[str, Any], name: str, secret: Any, data: st.DataObject) -> None:
+    """A secret-named field is not written, at the top or inside nested maps and lists."""
+    path = data.draw(st.lists(st.from_regex(r"[a-z]{1,8}", fullmatch=True).filter(_not_secret), max_size=3))
+    nested: Any = {name: secret}
+    for step in reversed(path):
+        nested = {step: [nested]}
+
+    document = json.loads(render_json(None, "info", {"event": "e", **extra, name: secret, "top": nested}))
+
+    found = document["top"]
+    for step in path:
+        found = found[step][0]
+    assert document[name] == found[name] == MASK
 
 
 def test_an_object_json_cannot_write_is_written_as_its_repr() -> None:
