@@ -55,6 +55,9 @@ def redact(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
 #: For what orjson refuses (a lone surrogate, an integer beyond 64 bits, a key that is not a
 #: string): ``json`` writes it.
 _JSON = json.JSONEncoder(default=repr)
+#: The envelope's names. A field of the same name is written as ``fields.<name>``, as logrus
+#: writes a clashing field, rather than replacing the time, level or message a pipeline reads.
+ENVELOPE = frozenset({"ts", "level", "msg"})
 #: structlog method names that are not level names.
 _LEVELS = {"warn": "warning", "exception": "error", "fatal": "critical", "msg": "info"}
 
@@ -79,7 +82,10 @@ def render_json(_: WrappedLogger, method: str, event_dict: EventDict) -> str:
     """
     level, event, fields = _fields(method, event_dict)
     line = {"ts": time.time(), "level": level, "msg": event}
-    line.update(fields)
+    if ENVELOPE.isdisjoint(fields):
+        line.update(fields)
+    else:
+        line.update((f"fields.{key}" if key in ENVELOPE else key, value) for key, value in fields.items())
     try:
         # A fifth of json's time for the per-invocation line (0.7 against 3.6 µs).
         return orjson.dumps(line, default=repr).decode()
