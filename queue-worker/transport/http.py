@@ -99,6 +99,21 @@ class Parsed(NamedTuple):
 class ResponseParser:
     """Reads one response after another from the bytes of one connection (llhttp callbacks)."""
 
+    # Slots: there is a parser per connection and a connection per request in flight, thousands.
+    __slots__ = (
+        "_begun",
+        "_beyond",
+        "_body",
+        "_done",
+        "_head_bytes",
+        "_head_request",
+        "_headers",
+        "_headers_complete",
+        "_keep_alive",
+        "_llhttp",
+        "_until_close",
+    )
+
     def __init__(self) -> None:
         self._llhttp = httptools.HttpResponseParser(self)
         self._head_request = False
@@ -231,6 +246,9 @@ class _ClosedBeforeAnswer(ConnectionBroken):
 class _Connection(asyncio.Protocol):
     """One connection, carrying one request at a time."""
 
+    # Slots, as for the parser: a connection per request in flight.
+    __slots__ = ("_loop", "_waiter", "closed", "idle_since", "parser", "reused", "transport")
+
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.parser = ResponseParser()
@@ -238,7 +256,9 @@ class _Connection(asyncio.Protocol):
         #: Taken from the idle pool rather than newly made.
         self.reused = False
         self.idle_since = 0.0
+        #: The answer to the request on the wire; done (or None) when none is.
         self._waiter: asyncio.Future[Parsed] | None = None
+        self._loop = asyncio.get_running_loop()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -270,15 +290,17 @@ class _Connection(asyncio.Protocol):
         except ProtocolError as error:
             waiter.set_exception(error)
 
-    async def exchange(self, method: str, data: bytes) -> Parsed:
+    def send(self, method: str, data: bytes) -> asyncio.Future[Parsed]:
+        """Write a request; the future is its response.
+
+        A future, not a coroutine: every coroutine between a message's task and the socket is
+        a frame that each request keeps while it waits and that each wake-up passes through.
+        """
         assert self.transport is not None
         self.parser.expect(method)
-        self._waiter = asyncio.get_running_loop().create_future()
+        waiter = self._waiter = self._loop.create_future()
         self.transport.write(data)
-        try:
-            return await self._waiter
-        finally:
-            self._waiter = None
+        return waiter
 
     def close(self) -> None:
         self.closed = True
@@ -303,24 +325,22 @@ class _Origin:
         self._busy: set[_Connection] = set()
 
     async def exchange(self, method: str, data: bytes, *, replayable: bool) -> Response:
-        connection = await self._connection()
-        try:
-            return await self._send(connection, method, data)
-        except _ClosedBeforeAnswer:
-            if not connection.reused or not replayable:
-                raise
-            # A replayable request may be sent again whether or not the server had it.
-            return await self._send(await self._connection(fresh=True), method, data)
-
-    async def _send(self, connection: _Connection, method: str, data: bytes) -> Response:
-        self._busy.add(connection)
-        try:
-            parsed = await connection.exchange(method, data)
-        except BaseException:
-            connection.close()  # its state is unknown: a timeout or a cancel mid-response
-            raise
-        finally:
+        connection = self._reuse() or await self._connect()
+        while True:
+            self._busy.add(connection)
+            try:
+                parsed = await connection.send(method, data)
+            except BaseException as exc:
+                self._busy.discard(connection)
+                connection.close()  # its state is unknown: a timeout or a cancel mid-response
+                if not (isinstance(exc, _ClosedBeforeAnswer) and connection.reused and replayable):
+                    raise
+                # A replayable request may be sent again whether or not the server had it, once:
+                # a new connection is not reused.
+                connection = await self._connect()
+                continue
             self._busy.discard(connection)
+            break
         if parsed.keep_alive and not connection.closed and len(self._idle) < self._max_idle:
             connection.idle_since = time.monotonic()
             self._idle.append(connection)
@@ -328,15 +348,19 @@ class _Origin:
             connection.close()
         return parsed.response
 
-    async def _connection(self, fresh: bool = False) -> _Connection:
+    def _reuse(self) -> _Connection | None:
+        """The most recently idle connection still fit to use, if any."""
         now = time.monotonic()
-        while self._idle and not fresh:
+        while self._idle:
             connection = self._idle.pop()
             if connection.closed or now - connection.idle_since > MAX_IDLE_S:
                 connection.close()
                 continue
             connection.reused = True
             return connection
+        return None
+
+    async def _connect(self) -> _Connection:
         try:
             addresses = [self._host] if self._resolve is None else await self._resolve(self._host, self._port)
         except OSError as exc:
@@ -358,6 +382,21 @@ class _Origin:
         for connection in (*self._idle, *self._busy):
             connection.close()
         self._idle.clear()
+
+
+def _scan(headers: Sequence[tuple[str, str]]) -> tuple[bool, bool]:
+    """Whether the fields hold ``User-Agent``, and an idempotency key.
+
+    Not a set of the lowered names: a request's frame would hold it while the request waits.
+    """
+    has_agent = has_idempotency_key = False
+    for name, _ in headers:
+        lower = name.lower()
+        if lower == "user-agent":
+            has_agent = True
+        elif lower in IDEMPOTENCY_KEYS:
+            has_idempotency_key = True
+    return has_agent, has_idempotency_key
 
 
 def split_url(url: str) -> tuple[str, str]:
@@ -414,11 +453,11 @@ class HTTPTransport:
         """
         origin_url, target = split_url(url)
         origin = self._origin(origin_url)
-        names = {name.lower() for name, _ in headers}
-        if "user-agent" not in names:
+        has_agent, has_idempotency_key = _scan(headers)
+        if not has_agent:
             headers = [self._user_agent, *headers]
         data = encode_request(method, target, origin.host_header, headers, body)
-        replayable = method in REPLAYABLE_METHODS or not IDEMPOTENCY_KEYS.isdisjoint(names)
+        replayable = has_idempotency_key or method in REPLAYABLE_METHODS
         deadline = self._deadlines.start()
         try:
             return await origin.exchange(method, data, replayable=replayable)
