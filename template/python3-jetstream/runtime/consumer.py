@@ -533,24 +533,26 @@ class Consumer:
             published_at=datetime.fromtimestamp(delivery.timestamp_ns / 1e9, UTC),
         )
         context = self._context.bind(delivery=event.attempt, streamSeq=event.stream_seq)
+        # The handler is awaited here, not in a coroutine of its own: every coroutine between a
+        # message's task and the socket is a frame that each call in flight keeps.
         try:
-            outcome = await self._call(event, context)
+            result: object = await self._function.handle(event, context)
         except asyncio.CancelledError:
             # Shutdown cut the call short: hand the message back for another worker at once.
             await self._settle(flight, Action("nak", reason="shutdown"), context)
             raise
+        except Exception as exc:
+            context.log.exception("Handler failed")
+            result = self._handler_error(event, describe(exc)[:1000], "handler exception")
+        outcome = self._checked(result, event, context)
         if flight.lane.limit is not None:
             _adapt(flight.lane, outcome)
         await self._settle(flight, plan(outcome), context)
         self._metrics.handler_duration.observe(time.monotonic() - flight.started)
 
-    async def _call(self, event: Event, context: Context) -> Outcome | None:
-        try:
-            # Typed loosely on purpose: a handler may return anything, and that is checked below.
-            result: object = await self._function.handle(event, context)
-        except Exception as exc:
-            context.log.exception("Handler failed")
-            return self._handler_error(event, describe(exc)[:1000], "handler exception")
+    def _checked(self, result: object, event: Event, context: Context) -> Outcome | None:
+        """The handler's result, if it is an outcome (or None); else a handler error."""
+        # Typed loosely on purpose: a handler may return anything.
         if result is not None and not isinstance(result, OUTCOMES):
             context.log.error("Handler returned something that is not an outcome", type=type(result).__name__)
             return self._handler_error(event, f"returned {type(result).__name__}", "handler result")
