@@ -45,6 +45,8 @@ from harness.publish import encode, gateway_request, stamped
 from harness.worker import HANDLER, ROOT, TEMPLATE
 
 RESULTS = Path(__file__).with_name("results.json")
+#: Where callbacks go: the function server answers them and counts them apart from calls.
+CALLBACK_PATH = "/callback"
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,8 @@ class Scenario:
     inflight: int
     messages: int
     body_bytes: int = 5
+    #: Each call asks for its result to be posted back (``X-Callback-Url``).
+    callback: bool = False
 
 
 #: Enough messages for the steady state to outweigh the start: at 1000 in flight the first
@@ -62,6 +66,7 @@ SCENARIOS = (
     Scenario("trivial, 1 in flight", "echo", 1, 1500),
     Scenario("trivial, 10 in flight", "echo", 10, 4000),
     Scenario("trivial, 100 in flight", "echo", 100, 30000),
+    Scenario("callback on each, 100 in flight", "echo", 100, 20000, callback=True),
     Scenario("trivial, 1000 in flight", "echo", 1000, 30000),
     Scenario("trivial, 5000 in flight", "echo", 5000, 30000),
     Scenario("100 ms function, 1000 in flight", "sleep", 1000, 20000),
@@ -139,11 +144,16 @@ class Bench:
             await asyncio.sleep(0.05)
         raise TimeoutError("implementation never pulled")
 
-    async def fill(self, streams: Sequence[str], function: str, count: int, body_bytes: int = 5) -> None:
+    async def fill(
+        self, streams: Sequence[str], function: str, count: int, body_bytes: int = 5, callback: bool = False
+    ) -> None:
         """``count`` calls to each stream, in turn, as the gateway stores them, each with its own
-        call id and start time."""
+        call id and start time (and with ``callback``, a callback URL on the function server)."""
         body = b"hello" if body_bytes == 5 else os.urandom(body_bytes)
-        calls = stamped(function, body, {"Content-Type": ("text/plain",)})
+        header = {"Content-Type": ("text/plain",)}
+        if callback:
+            header["X-Callback-Url"] = (f"{self.gateway}{CALLBACK_PATH}",)
+        calls = stamped(function, body, header)
         every = max(1, min(1000, (1 << 20) // (body_bytes * 4 // 3 + 300)))
         for i in range(count):
             for stream in streams:
@@ -168,9 +178,11 @@ class Bench:
             await self.wait_bound(stream, durable)
             await self.stats()  # reset
             cpu_before = cpu_seconds(process.pid)
-            await self.fill([stream], scenario.function, scenario.messages, body_bytes=scenario.body_bytes)
+            await self.fill([stream], scenario.function, scenario.messages, scenario.body_bytes, scenario.callback)
             await self.drained(stream)
             stats = await self.stats()
+            if scenario.callback and stats["callbacks"] != stats["count"]:
+                raise RuntimeError(f"{implementation}: {stats['count']} calls, {stats['callbacks']} callbacks")
             cpu = cpu_seconds(process.pid) - cpu_before
             count = int(stats["count"])  # type: ignore[call-overload]
             span = float(stats["last"]) - float(stats["first"])  # type: ignore[arg-type]
@@ -354,6 +366,9 @@ def summarise(
         "peak RSS at 1000 in flight < 150 MB": ours["100 ms function, 1000 in flight"].peak_rss_mb < 150,
         "peak RSS at 5000 in flight < 70 MB": ours["trivial, 5000 in flight"].peak_rss_mb < 70,
         "worker CPU at 100 in flight <= 70 us per message": ours["trivial, 100 in flight"].cpu_s_per_1000 <= 0.070,
+        "worker CPU with a callback on each <= 130 us per message": (
+            ours["callback on each, 100 in flight"].cpu_s_per_1000 <= 0.130
+        ),
         "100 in flight >= 1.2x hand-written": ratios["trivial, 100 in flight"] >= 1.2,
         "call status on costs <= 5%": edges["call_status_rate"]["ratio"] >= 0.95,
         "1 MiB bodies at 100 in flight: each delivered once": edges["large_bodies"]["queue-worker"][

@@ -2,8 +2,9 @@
 
 A bare asyncio HTTP/1.1 server (keep-alive, Content-Length bodies only) on uvloop. Any path
 answers 200 at once, except ``/function/sleep...``, which answers after 100 ms. Each request's
-``X-Start-Time`` (ns since the epoch) gives the time from publish to call. ``GET /stats``
-reports and resets the counters. Run as ``python -m bench.function_server PORT``.
+``X-Start-Time`` (ns since the epoch) gives the time from publish to call. Requests to
+``/callback`` (results posted back) are answered and counted apart. ``GET /stats`` reports and
+resets the counters. Run as ``python -m bench.function_server PORT``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class Stats:
 
     def reset(self) -> None:
         self.count = 0
+        self.callbacks = 0
         self.first = 0.0
         self.last = 0.0
         self.latencies_ms: list[float] = []
@@ -41,7 +43,13 @@ class Stats:
 
     def read(self) -> bytes:
         body = json.dumps(
-            {"count": self.count, "first": self.first, "last": self.last, "latencies_ms": self.latencies_ms}
+            {
+                "count": self.count,
+                "callbacks": self.callbacks,
+                "first": self.first,
+                "last": self.last,
+                "latencies_ms": self.latencies_ms,
+            }
         ).encode()
         self.reset()
         return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
@@ -77,6 +85,10 @@ class Connection(asyncio.Protocol):
         assert self.transport is not None
         if path == "/stats":
             self.transport.write(self.stats.read())
+            return
+        if path == "/callback":
+            self.stats.callbacks += 1
+            self.transport.write(RESPONSE)
             return
         start = headers.get("x-start-time")
         self.stats.record(int(start) if start and start.isdigit() else None)

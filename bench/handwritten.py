@@ -1,7 +1,8 @@
 """The baseline: a minimal hand-written pull -> HTTP POST (aiohttp) -> ack loop.
 
 What any careful engineer would write in an afternoon, with the same concurrency and the same
-message format as the worker, and nothing else: no retries, callbacks, metrics or logs. Run as
+message format as the worker, and nothing else: no retries, metrics or logs; a result is posted
+to ``X-Callback-Url`` when the call names one. Run as
 ``python -m bench.handwritten`` with ``nats_url``, ``nats_stream``, ``nats_durable``,
 ``gateway_url`` and ``max_inflight`` in the environment.
 """
@@ -36,7 +37,12 @@ async def main() -> None:
             body = base64.b64decode(request.get("Body") or "")
             url = f"{gateway}/function/{request['Function']}{request.get('Path') or '/'}"
             async with session.post(url, data=body, headers=headers) as response:
-                await response.read()
+                result = await response.read()
+            callback = headers.get("X-Callback-Url")
+            if callback:
+                posted_headers = {"X-Call-Id": headers.get("X-Call-Id", ""), "X-Function-Status": str(response.status)}
+                async with session.post(callback, data=result, headers=posted_headers) as posted:
+                    await posted.read()
             await msg.ack()
 
         while True:
