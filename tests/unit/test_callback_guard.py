@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import json
+from unittest import mock
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from function.callbacks import guard as guard_module
 from function.callbacks.guard import (
     Allowlist,
     Destination,
@@ -151,3 +153,36 @@ def test_any_stored_callback_url_is_read_or_refused_with_a_reason(callback: obje
         return
     if url is not None:
         _check_sendable(Allowlist(), url)
+
+
+def _verdict(allowlist: Allowlist, url: str) -> Destination | str:
+    try:
+        return check(allowlist, url)
+    except Undeliverable as exc:
+        return str(exc)
+
+
+some_urls = st.sampled_from(
+    [
+        "http://127.0.0.1:8080/callback",
+        "https://receiver.openfaas-fn/hooks/done?token=a",
+        "https://hooks.example.com/queue/x",
+        "http://169.254.169.254/latest",
+        "http://metadata.google.internal/",
+        "ftp://h/",
+        "http://[::1",
+        "http://h:99999/",
+    ]
+)
+
+
+@given(urls=st.lists(some_urls | url_text.map(lambda rest: "http://" + rest), max_size=30), size=st.integers(1, 4))
+def test_a_remembered_verdict_is_the_verdict_a_fresh_list_gives(urls: list[str], size: int) -> None:
+    """Whatever the order, repeats and evictions, the list answers as one that never saw a URL."""
+    remembering = [Allowlist(), Allowlist(ALLOW.hosts, ALLOW.prefixes)]
+    with mock.patch.object(guard_module, "CHECKED_URLS", size):
+        for url in urls:
+            for allowlist in remembering:
+                fresh = Allowlist(allowlist.hosts, allowlist.prefixes)
+                assert _verdict(allowlist, url) == _verdict(fresh, url)
+                assert len(allowlist._verdicts) <= size
