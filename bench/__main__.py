@@ -20,7 +20,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -286,9 +286,33 @@ async def side_by_side(bench: Bench, on: dict[str, str], off: dict[str, str], ro
     }
 
 
+async def in_turn(bench: Bench, scenario: Scenario, rounds: int = 5) -> dict[str, Any]:
+    """The worker against the hand-written loop on one scenario, run one after the other,
+    ``rounds`` times, the order swapping each round: the median of the rounds' ratios of rates,
+    and of the worker's CPU per message.
+
+    One pair of runs is at the mercy of this machine's spells (100 in flight came out at
+    0.92x and 1.17x the hand-written loop in two runs on one day); a target on the ratio is
+    judged on the median of pairs."""
+    ratios: list[float] = []
+    cpu_us: list[float] = []
+    for i in range(rounds):
+        order = ("queue-worker", "hand-written") if i % 2 == 0 else ("hand-written", "queue-worker")
+        results = {implementation: await bench.run(implementation, scenario) for implementation in order}
+        ratios.append(results["queue-worker"].rate / results["hand-written"].rate)
+        cpu_us.append(results["queue-worker"].cpu_s_per_1000 * 1000)
+    return {
+        "ratio": round(statistics.median(ratios), 3),
+        "ratios": [round(r, 3) for r in ratios],
+        "cpu_us": round(statistics.median(cpu_us), 1),
+    }
+
+
 async def measure_edges(bench: Bench) -> dict[str, object]:
-    """Call status's cost and tracing's (each on and off, side by side), large bodies, invented
-    function names."""
+    """The worker against the hand-written loop at 100 in flight, in turn; call status's cost
+    and tracing's (each on and off, side by side), large bodies, invented function names."""
+    at_100 = await in_turn(bench, replace(SCENARIOS[2], messages=15000))
+    print(f"  100 in flight, in turn with the hand-written loop: {at_100}", flush=True)
     status_cost = await side_by_side(bench, on={}, off={"call_status_ttl": "0s"})
     print(f"  call status at 100 in flight: {status_cost}", flush=True)
     otlp = await OtlpReceiver(keep=False).start()
@@ -307,6 +331,7 @@ async def measure_edges(bench: Bench) -> dict[str, object]:
     names = await function_names(bench)
     print(f"  10,000 function names: {names}", flush=True)
     return {
+        "in_turn_at_100": at_100,
         "call_status_rate": status_cost,
         "tracing_rate": tracing_cost,
         "tracing_parts": parts,
@@ -365,11 +390,11 @@ def summarise(
         "p99 added latency at half of peak < 10 ms": latency["queue-worker"]["p99_ms"] < 10,
         "peak RSS at 1000 in flight < 150 MB": ours["100 ms function, 1000 in flight"].peak_rss_mb < 150,
         "peak RSS at 5000 in flight < 70 MB": ours["trivial, 5000 in flight"].peak_rss_mb < 70,
-        "worker CPU at 100 in flight <= 70 us per message": ours["trivial, 100 in flight"].cpu_s_per_1000 <= 0.070,
+        "worker CPU at 100 in flight <= 70 us per message": edges["in_turn_at_100"]["cpu_us"] <= 70,
         "worker CPU with a callback on each <= 130 us per message": (
             ours["callback on each, 100 in flight"].cpu_s_per_1000 <= 0.130
         ),
-        "100 in flight >= 1.2x hand-written": ratios["trivial, 100 in flight"] >= 1.2,
+        "100 in flight >= 1.2x hand-written": edges["in_turn_at_100"]["ratio"] >= 1.2,
         "call status on costs <= 5%": edges["call_status_rate"]["ratio"] >= 0.95,
         "1 MiB bodies at 100 in flight: each delivered once": edges["large_bodies"]["queue-worker"][
             "deliveries_per_message"
