@@ -31,7 +31,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
 
 from bench import function_mode, trace_cost
 from bench.clients import measure_clients
-from bench.limits import function_names, large_bodies
+from bench.limits import function_names, held_in_flight, large_bodies
 from bench.load import measure_server
 from bench.parts import running
 from bench.plots import draw, draw_function_mode
@@ -330,6 +330,8 @@ async def measure_edges(bench: Bench) -> dict[str, object]:
         print(f"  1 MiB bodies at 100 in flight, {impl}: {figures}", flush=True)
     names = await function_names(bench)
     print(f"  10,000 function names: {names}", flush=True)
+    held = await held_in_flight(bench)
+    print(f"  5,000 calls held in flight: {held}", flush=True)
     return {
         "in_turn_at_100": at_100,
         "call_status_rate": status_cost,
@@ -337,6 +339,7 @@ async def measure_edges(bench: Bench) -> dict[str, object]:
         "tracing_parts": parts,
         "large_bodies": large,
         "names": names,
+        "held_in_flight": held,
     }
 
 

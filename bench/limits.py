@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import httpx
 import nats
 
-from bench.proc import peak_rss_mb
+from bench.proc import peak_rss_mb, rss_mb
 from harness.natsd import NatsServer
 from harness.ports import free_port
 from harness.publish import encode, gateway_request
@@ -31,6 +31,8 @@ LARGE_BODY_BYTES = 1024 * 1024
 LARGE_MESSAGES = 100
 #: Distinct function names callers send, each called once.
 FUNCTION_NAMES = 10_000
+#: Calls held in flight at once, at a gateway that does not answer until they all arrived.
+HELD_CALLS = 5_000
 
 
 async def large_bodies(bench: Bench, implementation: str) -> dict[str, float]:
@@ -101,3 +103,53 @@ async def function_names(bench: Bench) -> dict[str, float]:
     finally:
         process.send_signal(signal.SIGTERM)
         await asyncio.to_thread(process.wait, 30)
+
+
+async def held_in_flight(bench: Bench, calls: int = HELD_CALLS) -> dict[str, float]:
+    """The worker's memory with ``calls`` calls held in flight at once, each at a gateway that
+    answers none until all have arrived: RSS before and with them, and the difference per call.
+
+    A steadier figure than the peak while a queue drains, which depends on how many calls
+    happen to be in flight together; this one is what each slot of ``max_inflight`` costs."""
+    arrived: list[asyncio.StreamWriter] = []
+    everyone = asyncio.Event()
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        arrived.append(writer)
+        if len(arrived) >= calls:
+            everyone.set()
+        await everyone.wait()
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    gateway = await asyncio.start_server(hold, "127.0.0.1", 0, backlog=calls)
+    port = gateway.sockets[0].getsockname()[1]
+    stream, durable = await bench.fresh_queue()
+    process = bench.start(
+        "queue-worker", stream, durable, calls, gateway_url=f"http://127.0.0.1:{port}", upstream_timeout="120s"
+    )
+    try:
+        await bench.wait_bound(stream, durable)
+        await asyncio.sleep(1.0)  # start-up's own allocations settle
+        before = rss_mb(process.pid)
+        await bench.fill([stream], "echo", calls)
+        deadline = time.monotonic() + 120
+        while len(arrived) < calls:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(arrived)} of {calls} calls arrived")
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1.0)  # what the last arrivals set off settles
+        held = rss_mb(process.pid)
+        await bench.drained(stream)
+        return {
+            "calls": calls,
+            "rss_mb_before": round(before, 1),
+            "rss_mb_held": round(held, 1),
+            "kb_per_call": round((held - before) * 1024 / calls, 2),
+        }
+    finally:
+        process.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(process.wait, 30)
+        gateway.close()
