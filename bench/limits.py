@@ -135,11 +135,10 @@ async def held_in_flight(bench: Bench, calls: int = HELD_CALLS) -> dict[str, flo
         await asyncio.sleep(1.0)  # start-up's own allocations settle
         before = rss_mb(process.pid)
         await bench.fill([stream], "echo", calls)
-        deadline = time.monotonic() + 120
-        while len(arrived) < calls:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{len(arrived)} of {calls} calls arrived")
-            await asyncio.sleep(0.1)
+        try:
+            await asyncio.wait_for(everyone.wait(), 120)
+        except TimeoutError:
+            raise TimeoutError(f"{len(arrived)} of {calls} calls arrived") from None
         await asyncio.sleep(1.0)  # what the last arrivals set off settles
         held = rss_mb(process.pid)
         await bench.drained(stream)
