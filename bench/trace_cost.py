@@ -71,8 +71,8 @@ def _ours(sampler: Sampler, kept: list[Any]) -> Callable[[], None]:
             return
         now = time.time_ns()
         span = tracing.start_attempt(NAME, decided, CALL_ID, 1, PROCESS_ATTRIBUTES, (now - 10**6, now))
-        with trace.use_span(span, end_on_exit=True):
-            with tracing.client_span("POST", CLIENT_ATTRIBUTES["url.full"], "POST") as client:
+        with span:  # as the worker: its own ``with``, handed to the client span, not made current
+            with tracing.client_span("POST", CLIENT_ATTRIBUTES["url.full"], "POST", span) as client:
                 tracing.record_status(client, 200)
             span.set_attribute("queue_worker.outcome", "ack")
 

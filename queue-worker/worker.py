@@ -18,7 +18,6 @@ from typing import Any, NamedTuple
 
 import nats.js.errors
 from nats.js.errors import NotFoundError
-from opentelemetry import trace
 from opentelemetry.trace import Span
 from structlog.typing import FilteringBoundLogger
 
@@ -122,7 +121,7 @@ class QueueWorker:
                 log.warning("Too old to invoke", age=round(age, 3), maxAge=self.settings.max_message_age_s)
                 decided = Decided(DeadLetter("expired", {**_identity(request), "ageSeconds": round(age, 3)}), facts)
             else:
-                decided = await self._attempt(request, facts, event, context, log, traced=span is not None)
+                decided = await self._attempt(request, facts, event, context, log, span)
             if span is not None:
                 span.set_attribute("queue_worker.outcome", type(decided.outcome).__name__.lower())
         if event.attempt == 1:
@@ -155,8 +154,8 @@ class QueueWorker:
             "faas.invoked_name": request.function,
             "queue_worker.attempt": event.attempt,
         }
-        span = tracing.start_attempt(name, kept, request.call_id, event.attempt, attributes, queued)
-        return trace.use_span(span, end_on_exit=True)
+        # Its own ``with``, not made current: the spans under it are given it as their parent.
+        return tracing.start_attempt(name, kept, request.call_id, event.attempt, attributes, queued)
 
     async def _attempt(
         self,
@@ -165,11 +164,10 @@ class QueueWorker:
         event: Event,
         context: Context,
         log: FilteringBoundLogger,
-        *,
-        traced: bool,
+        span: Span | None,
     ) -> Decided:
-        """One invocation of ``request``, and what follows from its answer; ``traced`` when the
-        attempt has a span of its own (its invocation gets one too)."""
+        """One invocation of ``request``, and what follows from its answer; ``span`` is the
+        attempt's when it is traced (the invocation and the callback get spans under it)."""
         policy, problems = self.settings.retry.with_annotations(request.annotations)
         for problem in problems:
             log.warning("Invalid retry annotation", problem=problem)
@@ -187,7 +185,7 @@ class QueueWorker:
                 # Refused before invoking: the call would have nowhere allowed to report to.
                 return self._refuse(request, facts, url, str(exc), log)
         self.status.started(request.call_id, request.function, event.attempt)
-        invocation = await self._invoke(request, log, traced=traced)
+        invocation = await self._invoke(request, log, span)
         status = invocation.response.status
         facts = Facts(
             request.call_id, request.function, event.attempt, status, invocation.duration_s, seq=event.stream_seq
@@ -219,7 +217,7 @@ class QueueWorker:
             state=CallState.CANCELLED if facts.cancelled else None,
         )
         if destination is not None and not await self._callback(
-            destination, invocation, info, event.stream_seq, context, log
+            destination, invocation, info, event.stream_seq, context, log, span
         ):
             return self._refuse(request, facts, url or "", "resolves to a forbidden address", log)
         if isinstance(decision, Final) and decision.exhausted:
@@ -284,7 +282,7 @@ class QueueWorker:
         self.metrics.callbacks.labels(self.metrics.queue, "refused").inc()
         return Decided(DeadLetter("callback_refused", {**_identity(request), "reason": why}), facts)
 
-    async def _invoke(self, request: QueueRequest, log: FilteringBoundLogger, *, traced: bool) -> Invocation:
+    async def _invoke(self, request: QueueRequest, log: FilteringBoundLogger, attempt_span: Span | None) -> Invocation:
         if self.settings.debug:
             # At info this would be a second line per call; "Invoked" below carries the same fields.
             log.debug("Invoke", bytes=len(request.body), target=request.invoke_path())
@@ -293,11 +291,9 @@ class QueueWorker:
         inflight = self.metrics.inflight.labels(queue, self.labels(request.function))
         inflight.inc()
         try:
-            # Told, not looked up: most attempts are not sampled, and each lookup of the current
-            # span costs about half a microsecond.
             invocation_span = (
-                tracing.client_span("POST", self.invoker.url(request).partition("?")[0], request.method)
-                if traced
+                tracing.client_span("POST", self.invoker.url(request).partition("?")[0], request.method, attempt_span)
+                if attempt_span is not None
                 else tracing.NO_SPAN
             )
             with invocation_span as span:
@@ -329,15 +325,17 @@ class QueueWorker:
         seq: int,
         context: Context,
         log: FilteringBoundLogger,
+        attempt_span: Span | None = None,
     ) -> bool:
-        """Post the result; when that fails, queue it as a job that is retried on its own.
+        """Post the result; when that fails, queue it as a job that is retried on its own (in
+        the trace of ``attempt_span``, the attempt's span when it is traced).
 
         Returns False only when the destination was refused (then nothing is retried).
         """
-        posted = await self._post(destination, invocation, info, log)
+        posted = await self._post(destination, invocation, info, log, attempt_span)
         if posted.ok or posted.refused:
             return not posted.refused
-        job = CallbackJob(destination.url, invocation, info, traceparent=tracing.current_traceparent())
+        job = CallbackJob(destination.url, invocation, info, traceparent=tracing.traceparent_of(attempt_span))
         # One job per stored request, even if the request itself is redelivered after a crash.
         job_id = f"callback-{context.settings.stream}-{seq}"
         data = job.encode()
@@ -367,8 +365,8 @@ class QueueWorker:
             if job.body_ref:
                 body = await self.results.get(context.nats(), job.body_ref)
                 invocation = invocation._replace(response=replace(invocation.response, body=body))
-            with tracing.job_span(f"process {event.subject}", job.traceparent, event.attempt):
-                posted = await self._post(destination, invocation, job.info, log)
+            with tracing.job_span(f"process {event.subject}", job.traceparent, event.attempt) as span:
+                posted = await self._post(destination, invocation, job.info, log, span)
             if posted.ok or posted.refused:
                 if job.body_ref:
                     await self.results.delete(context.nats(), job.body_ref)
@@ -381,10 +379,16 @@ class QueueWorker:
         return Retry(policy.delay(event.attempt, self.rng), reason="callback retry")
 
     async def _post(
-        self, destination: Destination, invocation: Invocation, info: CallbackInfo, log: FilteringBoundLogger
+        self,
+        destination: Destination,
+        invocation: Invocation,
+        info: CallbackInfo,
+        log: FilteringBoundLogger,
+        parent: Span | None,
     ) -> Posted:
-        """Post once; ``ok`` when the receiver took it (any status below 500)."""
-        with tracing.client_span("POST", destination.loggable, "POST") as span:
+        """Post once (in a client span under ``parent``, when traced); ``ok`` when the receiver
+        took it (any status below 500)."""
+        with tracing.client_span("POST", destination.loggable, "POST", parent) as span:
             posted = await post_callback(self.callbacks, destination, invocation, info, span)
             tracing.record_status(span, posted.status or 0, posted.error)
         result = "ok" if posted.ok else "refused" if posted.refused else "failed"

@@ -25,9 +25,11 @@ its call id, so its attempts still read as one trace, and are sampled alike.
 
 The sampler decides first, from the trace id alone: an attempt it drops costs that decision
 (0.7 µs with ``traceidratio``, whose answer is read from the trace id; 1.6 µs with a sampler
-that is asked) and makes nothing, and its ``traceparent`` passes through. The spans themselves
-are :mod:`.recorder`'s, encoded by :mod:`.otlp` as they end: the SDK's cost more than the rest
-of a message (``make bench`` measures both).
+that is asked) and makes nothing, and its ``traceparent`` passes through. The spans of a kept
+attempt inherit its decision. They are :mod:`.recorder`'s, encoded by :mod:`.otlp` when their
+batch goes out (:mod:`.batches`): the SDK's cost more than the rest of a message (``make
+bench`` measures both). No span is made current: the worker hands the attempt's span to the
+invocation and the callback, which put theirs under it.
 """
 
 from __future__ import annotations
@@ -227,32 +229,33 @@ def with_trace(headers: Iterable[tuple[str, str]], span: Span | None) -> list[tu
 NO_SPAN: contextlib.nullcontext[None] = contextlib.nullcontext()
 
 
-def client_span(name: str, url: str, method: str) -> AbstractContextManager[Span | None]:
-    """A client span for one HTTP request, the current span its parent; ``None`` while off or
-    when the attempt is not sampled. It is not made current (nothing under it reads the current
-    span), which saves attaching and detaching a context: the span is its own ``with``."""
-    if _tracer is None or not trace.get_current_span().is_recording():
+def client_span(name: str, url: str, method: str, parent: Span | None) -> AbstractContextManager[Span | None]:
+    """A client span for one HTTP request under ``parent`` (the attempt's span); ``None`` while
+    off or when the attempt is not traced. It inherits the attempt's sampling, as the SDK's
+    parent-based samplers decide, without asking the sampler again. Like the attempt's span, it
+    is not made current: the worker hands each span to what runs under it, which saves
+    attaching and detaching a context; the span is its own ``with``."""
+    if parent is None or _tracer is None or not parent.is_recording():
         return NO_SPAN
     attributes: dict[str, Any] = {"http.request.method": method, "url.full": url}
-    return _tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
+    return _tracer.child(name, parent, SpanKind.CLIENT, attributes)
 
 
-def current_traceparent() -> str:
-    """The ``traceparent`` of the current span if it is recorded, else ``""``."""
-    if _tracer is None:
+def traceparent_of(span: Span | None) -> str:
+    """The ``traceparent`` naming ``span`` as the parent if it is recorded, else ``""``."""
+    if span is None or not span.is_recording():
         return ""
-    span = trace.get_current_span()
-    return dict(injected(span)).get("traceparent", "") if span.is_recording() else ""
+    return dict(injected(span)).get("traceparent", "")
 
 
 def job_span(name: str, traceparent: str, delivery: int) -> AbstractContextManager[Span | None]:
-    """The span of a callback job's delivery, in the trace of the attempt that queued it;
-    ``None`` when that attempt was not traced."""
+    """The span of a callback job's delivery, in the trace of the attempt that queued it (its
+    own ``with``, not made current); ``None`` when that attempt was not traced."""
     if _tracer is None or not traceparent:
         return NO_SPAN
     attributes: dict[str, Any] = {"messaging.system": "nats", "queue_worker.callback_delivery": delivery}
     context = propagate.extract({"traceparent": traceparent})
-    return _tracer.start_as_current_span(name, context=context, kind=SpanKind.CONSUMER, attributes=attributes)
+    return _tracer.start_span(name, context=context, kind=SpanKind.CONSUMER, attributes=attributes)
 
 
 def record_status(span: Span | None, status: int, error: str = "") -> None:

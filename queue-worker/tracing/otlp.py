@@ -119,7 +119,8 @@ class Encoder:
     def __init__(self, resource: Mapping[str, Any], scope: str, version: str) -> None:
         self._resource = _delimited(1, b"".join(_delimited(1, key_value(k, v)) for k, v in resource.items()))
         self._scope = _delimited(1, _string(1, scope) + _string(2, version))
-        self._pairs: dict[tuple[str, type, Any], bytes] = {}
+        self._strings: dict[tuple[str, str], bytes] = {}
+        self._numbers: dict[tuple[str, int], bytes] = {}
         self._names: dict[str, bytes] = {}
 
     def encode(self, spans: Iterable[SpanData]) -> bytes:
@@ -138,36 +139,50 @@ class Encoder:
             if len(self._names) >= CACHE_SIZE:
                 self._names.clear()
             name = self._names[span.name] = _string(5, span.name)
-        parts = [
-            b"\x0a\x10" + span.trace_id.to_bytes(16, "big"),
-            b"\x12\x08" + span.span_id.to_bytes(8, "big"),
-            _string(3, span.trace_state),
-            b"\x22\x08" + span.parent_id.to_bytes(8, "big") if span.parent_id else b"",
-            name,
-            b"\x30" + varint(span.kind) if span.kind else b"",
-            b"\x39" + _FIXED64.pack(span.start_ns),
-            b"\x41" + _FIXED64.pack(span.end_ns),
-            *[self._attribute(9, key, value) for key, value in span.attributes.items()],
-            *[_delimited(11, _event(event)) for event in span.events],
-            *[_delimited(13, _link(link)) for link in span.links],
-        ]
-        code = b"\x18" + varint(span.status_code) if span.status_code else b""
-        parts.append(_delimited(15, _string(2, span.status_message) + code))
-        parts.append(b"\x85\x01" + _FIXED32.pack(HAS_IS_REMOTE | (IS_REMOTE if span.remote_parent else 0)))
+        parts = [b"\x0a\x10", span.trace_id.to_bytes(16, "big"), b"\x12\x08", span.span_id.to_bytes(8, "big")]
+        if span.trace_state:
+            parts.append(_string(3, span.trace_state))
+        if span.parent_id:
+            parts += (b"\x22\x08", span.parent_id.to_bytes(8, "big"))
+        parts += (name, _KINDS[span.kind], _TIMES.pack(0x39, span.start_ns, 0x41, span.end_ns))
+        strings, numbers = self._strings, self._numbers
+        for pair in span.attributes.items():
+            # One cache per type: True, 1 and 1.0 are equal keys, but are written differently.
+            kind = type(pair[1])
+            cached = strings.get(pair) if kind is str else numbers.get(pair) if kind is int else None
+            parts.append(cached if cached is not None else self._attribute(*pair))
+        for event in span.events:
+            parts.append(_delimited(11, _event(event)))
+        for link in span.links:
+            parts.append(_delimited(13, _link(link)))
+        if span.status_code or span.status_message:
+            code = b"\x18" + varint(span.status_code) if span.status_code else b""
+            parts.append(_delimited(15, _string(2, span.status_message) + code))
+        else:
+            parts.append(_UNSET_STATUS)
+        parts.append(_REMOTE_FLAGS if span.remote_parent else _LOCAL_FLAGS)
         return b"".join(parts)
 
-    def _attribute(self, number: int, key: str, value: Any) -> bytes:
-        cache_key = (key, type(value), value) if isinstance(value, str | int | float | bool) else None
-        if cache_key is not None:
-            cached = self._pairs.get(cache_key)
-            if cached is not None:
-                return cached
-        encoded = _delimited(number, key_value(key, value))
-        if cache_key is not None:
-            if len(self._pairs) >= CACHE_SIZE:
-                self._pairs.clear()
-            self._pairs[cache_key] = encoded
+    def _attribute(self, key: str, value: Any) -> bytes:
+        """An attribute's field; remembered when its value is a string or an integer."""
+        encoded = _delimited(9, key_value(key, value))
+        kind = type(value)
+        cache = self._strings if kind is str else self._numbers if kind is int else None
+        if cache is not None:
+            if len(cache) >= CACHE_SIZE:
+                cache.clear()
+            cache[key, value] = encoded
         return encoded
+
+
+#: Span kinds' fields, by OTLP's number (0, unspecified, is not written).
+_KINDS = [b""] + [b"\x30" + bytes((kind,)) for kind in range(1, 6)]
+#: A span's start and end time fields.
+_TIMES = struct.Struct("<BQBQ")
+#: The status field with neither code nor message; the flags fields.
+_UNSET_STATUS = b"\x7a\x00"
+_LOCAL_FLAGS = b"\x85\x01" + _FIXED32.pack(HAS_IS_REMOTE)
+_REMOTE_FLAGS = b"\x85\x01" + _FIXED32.pack(HAS_IS_REMOTE | IS_REMOTE)
 
 
 def _event(event: Event) -> bytes:

@@ -197,6 +197,25 @@ class Tracer(trace.Tracer):
         # with the SDK's processors, never exported.
         return RecordedSpan(span_context, data, self._on_end if decision.is_sampled() else _unexported)
 
+    def child(self, name: str, parent: trace.Span, kind: SpanKind, attributes: dict[str, Any]) -> trace.Span:
+        """A span under ``parent``, one of this tracer's recording spans, sampled as it is."""
+        context = parent.get_span_context()
+        span_context = SpanContext(
+            context.trace_id, random.getrandbits(64) or 1, False, context.trace_flags, context.trace_state
+        )
+        data = otlp.SpanData(
+            name=name,
+            trace_id=context.trace_id,
+            span_id=span_context.span_id,
+            parent_id=context.span_id,
+            kind=_KINDS[kind],
+            start_ns=time.time_ns(),
+            end_ns=0,
+            attributes=attributes,
+            trace_state=parent.data.trace_state if isinstance(parent, RecordedSpan) else "",
+        )
+        return RecordedSpan(span_context, data, self._on_end if context.trace_flags.sampled else _unexported)
+
     @contextlib.contextmanager
     def start_as_current_span(  # type: ignore[override]  # the API's decorator types it loosely
         self,

@@ -185,6 +185,41 @@ def test_a_span_recorded_but_not_sampled_is_live_here_and_never_exported() -> No
     assert ended == []
 
 
+@given(
+    trace_id=ids128,
+    sampled=st.booleans(),
+    state=st.dictionaries(st.sampled_from(["vendor", "other"]), st.sampled_from(["a", "b1"]), max_size=2),
+)
+def test_a_child_is_in_its_parents_trace_and_exported_exactly_when_it_is(
+    trace_id: int, sampled: bool, state: dict[str, str]
+) -> None:
+    # The worker's client spans: handed their attempt's span rather than reading the current
+    # one, and sampled as it was, without asking the sampler (ALWAYS_OFF here would drop them).
+    tracer, ended = _tracer(ALWAYS_OFF)
+    decision = Decision.RECORD_AND_SAMPLE if sampled else Decision.RECORD_ONLY
+    result = SamplingResult(decision, trace_state=TraceState(list(state.items())))
+    parent = tracer.started("attempt", trace.INVALID_SPAN_CONTEXT, trace_id, result, SpanKind.CONSUMER)
+
+    with tracer.child("POST", parent, SpanKind.CLIENT, {"http.request.method": "POST"}) as child:
+        child.set_attribute("http.response.status_code", 200)
+        assert trace.get_current_span() is not child  # not made current
+    parent.end()
+
+    parent_context, child_context = parent.get_span_context(), child.get_span_context()
+    assert child_context.trace_id == trace_id
+    assert child_context.span_id != parent_context.span_id
+    assert child_context.trace_flags == parent_context.trace_flags
+    assert child_context.trace_state == parent_context.trace_state
+    if not sampled:
+        assert ended == []
+        return
+    child_data, parent_data = ended
+    assert child_data.parent_id == parent_data.span_id
+    assert child_data.trace_state == parent_data.trace_state
+    assert child_data.attributes == {"http.request.method": "POST", "http.response.status_code": 200}
+    assert child_data.kind == 3  # OTLP's CLIENT
+
+
 @given(trace_ids=st.lists(ids128, min_size=200, max_size=200, unique=True))
 def test_the_ratio_sampler_keeps_about_its_share(trace_ids: list[int]) -> None:
     tracer, ended = _tracer(TraceIdRatioBased(0.5))
