@@ -291,6 +291,7 @@ class QueueWorker:
         inflight = self.metrics.inflight.labels(queue, self.labels(request.function))
         inflight.inc()
         try:
+            # The URL for the span is made only for a traced attempt: most are not.
             invocation_span = (
                 tracing.client_span("POST", self.invoker.url(request).partition("?")[0], request.method, attempt_span)
                 if attempt_span is not None
