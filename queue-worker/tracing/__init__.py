@@ -25,7 +25,8 @@ its call id, so its attempts still read as one trace, and are sampled alike.
 
 The sampler decides first, from the trace id alone: an attempt it drops costs that decision
 (0.7 µs with ``traceidratio``, whose answer is read from the trace id; 1.6 µs with a sampler
-that is asked) and makes nothing, and its ``traceparent`` passes through. The spans of a kept
+that is asked) and makes nothing, and its ``traceparent`` passes through. (For a root attempt
+it keeps, ``traceidratio``'s whole answer is known without asking it too.) The spans of a kept
 attempt inherit its decision. They are :mod:`.recorder`'s, encoded by :mod:`.otlp` when their
 batch goes out (:mod:`.batches`): the SDK's cost more than the rest of a message (``make
 bench`` measures both). No span is made current: the worker hands the attempt's span to the
@@ -58,6 +59,8 @@ _sampler: Sampler | None = None
 #: With a plain ``traceidratio`` sampler, the trace ids it drops: those whose low 64 bits reach
 #: its bound. Checked before asking it, which would cost a ``SamplingResult`` (2 µs) per attempt.
 _drops_from: int | None = None
+#: And what it answers for the others when there is no parent (whose trace state it would carry).
+_kept_root: Any = None
 _LOW_64_BITS = (1 << 64) - 1
 #: Whether the propagators (``OTEL_PROPAGATORS``) write W3C trace context alone, or with baggage
 #: (which the worker never holds): then outgoing trace headers are formatted here, in a third of
@@ -82,7 +85,7 @@ def configure(environ: Mapping[str, str], log: FilteringBoundLogger) -> Callable
         ConfigError: an endpoint is set, but the image was built without the tracing extras;
             or an ``OTEL_BSP_*`` setting is invalid.
     """
-    global _tracer, _sampler, _drops_from, _w3c_only
+    global _tracer, _sampler, _drops_from, _kept_root, _w3c_only
     endpoint = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
     if not endpoint or environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return None
@@ -98,6 +101,7 @@ def configure(environ: Mapping[str, str], log: FilteringBoundLogger) -> Callable
     configured.batches.start()
     _sampler = configured.sampler
     _drops_from = configured.ratio_bound
+    _kept_root = configured.kept_root
     _w3c_only = propagate.get_global_textmap().fields <= _W3C_FIELDS
     _tracer = Tracer(configured.sampler, configured.batches.ended)
 
@@ -172,8 +176,11 @@ def sampled(name: str, traceparent: str, tracestate: str, call_id: str) -> Kept 
         return None
     context = parent(traceparent, tracestate)
     trace_id = trace_of(context, call_id) or random.getrandbits(128) or 1
-    if _drops_from is not None and trace_id & _LOW_64_BITS >= _drops_from:
-        return None
+    if _drops_from is not None:
+        if trace_id & _LOW_64_BITS >= _drops_from:
+            return None
+        if context is _NO_PARENT:  # no parent's trace state to carry: the answer is known
+            return Kept(context, trace_id, _kept_root)
     sampling = _sampler.should_sample(context, trace_id, name, SpanKind.CONSUMER)
     return Kept(context, trace_id, sampling) if sampling.decision.is_recording() else None
 
@@ -189,11 +196,14 @@ def start_attempt(
     """The span of one attempt that :func:`sampled` kept, started (and, with ``queued``'s start
     and end in ns, the span of the time queued, ended)."""
     assert _tracer is not None
-    parent_span = trace.get_current_span(kept.context).get_span_context()
+    parent_span = (
+        trace.INVALID_SPAN_CONTEXT
+        if kept.context is _NO_PARENT
+        else trace.get_current_span(kept.context).get_span_context()
+    )
     span_id, links = attempt_ids(kept.trace_id, call_id, attempt)
     if queued is not None:  # in the attempts' trace, whatever the parent
-        queued_span = _tracer.started("queued", parent_span, kept.trace_id, kept.sampling, start_time=queued[0])
-        queued_span.end(queued[1])
+        _tracer.over("queued", parent_span, kept.trace_id, kept.sampling, *queued)
     return _tracer.started(
         name, parent_span, kept.trace_id, kept.sampling, SpanKind.CONSUMER, attributes, links, span_id=span_id
     )

@@ -24,7 +24,7 @@ from opentelemetry.exporter.http.transport._base import BaseHTTPResult, BaseHTTP
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.sampling import Sampler, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult, TraceIdRatioBased
 from structlog.typing import FilteringBoundLogger
 
 from runtime import ConfigError, describe
@@ -138,14 +138,24 @@ def tls_context(environ: Mapping[str, str]) -> ssl.SSLContext | None:
     return context
 
 
+def ratio_answers(sampler: Sampler) -> tuple[int | None, SamplingResult | None]:
+    """For a plain ``traceidratio`` sampler, what it answers without asking it: the bound from
+    which it drops a trace id (it keeps those whose low 64 bits are below it, whatever the
+    parent), and its answer for a root span it keeps (sample, with no attributes and no trace
+    state); else ``(None, None)``."""
+    if type(sampler) is not TraceIdRatioBased:
+        return None, None
+    return sampler.bound, SamplingResult(Decision.RECORD_AND_SAMPLE)
+
+
 @dataclass(frozen=True)
 class Configured:
     sampler: Sampler
     batches: Batches
     exporter: OTLPSpanExporter
-    #: The bound of a plain ``traceidratio`` sampler (it keeps the trace ids whose low 64 bits
-    #: are below it, whatever the parent), else ``None``.
+    #: :func:`ratio_answers`.
     ratio_bound: int | None = None
+    kept_root: SamplingResult | None = None
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str], version: str, log: FilteringBoundLogger) -> Configured:
@@ -174,8 +184,7 @@ class Configured:
             return bool(exporter._client.export(data).success)
 
         encoder = Encoder(dict(resource.attributes), "queue-worker", version)
-        bound = sampler.bound if type(sampler) is TraceIdRatioBased else None
-        return cls(sampler, Batches(encoder, send, settings, log), exporter, bound)
+        return cls(sampler, Batches(encoder, send, settings, log), exporter, *ratio_answers(sampler))
 
     async def close(self) -> None:
         """Export what is left, then close the client."""

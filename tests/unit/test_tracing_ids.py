@@ -13,6 +13,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from function import tracing
 from function.tracing import attempt_ids, trace_of
+from function.tracing.export import ratio_answers
 
 call_ids = st.text(min_size=1, max_size=40)
 traces = st.integers(min_value=1, max_value=2**128 - 1)
@@ -77,16 +78,19 @@ def test_a_ratio_samplers_answer_read_from_the_trace_id_is_the_samplers_own(
 ) -> None:
     sampler = TraceIdRatioBased(rate)
     traceparent = f"00-{trace_id:032x}-{0xABC:016x}-{flags}" if traced else ""
-    saved = tracing._sampler, tracing._drops_from
-    tracing._sampler, tracing._drops_from = sampler, sampler.bound
+    saved = tracing._sampler, tracing._drops_from, tracing._kept_root
+    tracing._sampler, (tracing._drops_from, tracing._kept_root) = sampler, ratio_answers(sampler)
     try:
         kept = tracing.sampled("process q", traceparent, "", call_id)
     finally:
-        tracing._sampler, tracing._drops_from = saved
+        tracing._sampler, tracing._drops_from, tracing._kept_root = saved
 
     parent = tracing.parent(traceparent)
-    expected = sampler.should_sample(parent, trace_of(parent, call_id), "process q").decision.is_sampled()
-    assert (kept is not None) == expected
+    expected = sampler.should_sample(parent, trace_of(parent, call_id), "process q")
+    assert (kept is not None) == expected.decision.is_sampled()
+    if kept is not None:  # the whole answer, whether the sampler was asked or not
+        assert (kept.sampling.decision, kept.sampling.trace_state) == (expected.decision, expected.trace_state)
+        assert dict(kept.sampling.attributes) == dict(expected.attributes)
 
 
 @given(
