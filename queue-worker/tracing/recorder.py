@@ -177,8 +177,8 @@ class Tracer(trace.Tracer):
         )
         if not decision.is_recording():
             return NonRecordingSpan(span_context)
-        data = _data(name, parent, trace_id, span_context.span_id, kind, sampling, start_time or time.time_ns())
-        data.attributes = _with_extra(attributes, sampling.attributes)
+        start_ns = start_time or time.time_ns()
+        data = _data(name, parent, trace_id, span_context.span_id, kind, sampling, start_ns, attributes)
         data.links = [_link(link) for link in links if link.context.is_valid] if links else ()
         # Recorded but not sampled (RECORD_ONLY): the span is live for this process, but, as
         # with the SDK's processors, never exported.
@@ -189,8 +189,8 @@ class Tracer(trace.Tracer):
         waited): with no attribute to set and nothing to nest under it, it is handed on at
         once, without a span object, when sampled."""
         if sampling.decision.is_sampled():
-            data = _data(name, parent, trace_id, random.getrandbits(64) or 1, SpanKind.INTERNAL, sampling, start_ns)
-            data.attributes = _with_extra(None, sampling.attributes)
+            span_id = random.getrandbits(64) or 1
+            data = _data(name, parent, trace_id, span_id, SpanKind.INTERNAL, sampling, start_ns, None)
             data.end_ns = end_ns
             self._on_end(data)
 
@@ -232,9 +232,17 @@ class Tracer(trace.Tracer):
 
 
 def _data(
-    name: str, parent: SpanContext, trace_id: int, span_id: int, kind: SpanKind, sampling: Any, start_ns: int
+    name: str,
+    parent: SpanContext,
+    trace_id: int,
+    span_id: int,
+    kind: SpanKind,
+    sampling: Any,
+    start_ns: int,
+    attributes: Attributes,
 ) -> otlp.SpanData:
-    """A span's data as it starts, with neither attributes nor links."""
+    """A span's data as it starts (no links yet), with its attributes and the sampler's."""
+    extra = sampling.attributes
     return otlp.SpanData(
         name=name,
         trace_id=trace_id,
@@ -245,15 +253,10 @@ def _data(
         kind=kind._value_ + 1,
         start_ns=start_ns,
         end_ns=0,
-        attributes={},
+        attributes={**attributes, **extra} if extra and attributes else dict(extra or attributes or {}),
         trace_state=",".join(f"{k}={v}" for k, v in sampling.trace_state.items()) if sampling.trace_state else "",
         remote_parent=parent.is_valid and parent.is_remote,
     )
-
-
-def _with_extra(attributes: Attributes, extra: Attributes) -> dict[str, Any]:
-    """The span's attributes and the sampler's, in a map of the span's own."""
-    return {**attributes, **extra} if extra and attributes else dict(extra or attributes or {})
 
 
 def _unexported(data: otlp.SpanData) -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -218,6 +219,25 @@ def test_a_child_is_in_its_parents_trace_and_exported_exactly_when_it_is(
     assert child_data.trace_state == parent_data.trace_state
     assert child_data.attributes == {"http.request.method": "POST", "http.response.status_code": 200}
     assert child_data.kind == 3  # OTLP's CLIENT
+
+
+@given(trace_id=ids128, parent_id=st.one_of(st.none(), ids64), sampled=st.booleans(), start=st.integers(1, 2**62))
+def test_a_span_over_as_it_is_made_is_exported_as_one_that_started_and_ended(
+    trace_id: int, parent_id: int | None, sampled: bool, start: int
+) -> None:
+    # The time a call waited: handed on as data, as ``started(...).end(...)`` would export it.
+    result = SamplingResult(Decision.RECORD_AND_SAMPLE if sampled else Decision.RECORD_ONLY)
+    parent = SpanContext(trace_id, parent_id, True) if parent_id is not None else trace.INVALID_SPAN_CONTEXT
+    tracer, over = _tracer(ALWAYS_OFF)
+    reference, spans = _tracer(ALWAYS_OFF)
+
+    tracer.over("queued", parent, trace_id, result, start, start + 5)
+    reference.started("queued", parent, trace_id, result, start_time=start).end(start + 5)
+
+    assert len(over) == len(spans) == (1 if sampled else 0)
+    for made, expected in zip(over, spans, strict=True):
+        assert replace(made, span_id=expected.span_id) == expected
+        assert made.span_id != 0
 
 
 @given(trace_ids=st.lists(ids128, min_size=200, max_size=200, unique=True))
