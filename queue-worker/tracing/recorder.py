@@ -5,8 +5,8 @@ Why not the SDK's tracer: its spans cost 15-25 µs each to make and end here (lo
 attribute maps, a processor chain), and its encoder 20-44 µs more per span; a traced attempt
 has three or four spans. These spans are the API's (``trace.use_span``, propagation and log
 correlation work unchanged) but hold only what is exported: a first attempt's three spans
-cost 19-57 µs to make and end and 4-6 µs each to encode, against 73-151 µs and 19-22 µs with
-the SDK's (``python -m bench.trace_cost`` measures both).
+cost 11-30 µs to make and end and 2-4 µs each to encode, against 94-139 µs and 25-47 µs with
+the SDK's, depending on the machine's spell (``python -m bench.trace_cost`` measures both).
 
 What stays the SDK's is what ``OTEL_*`` variables configure beyond batching (:mod:`.export`):
 the sampler, the resource, and the OTLP/HTTP exporter's client.
