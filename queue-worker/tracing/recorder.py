@@ -177,8 +177,10 @@ class Tracer(trace.Tracer):
         )
         if not decision.is_recording():
             return NonRecordingSpan(span_context)
-        start_ns = start_time or time.time_ns()
-        data = _data(name, parent, trace_id, span_context.span_id, kind, sampling, start_ns, attributes)
+        start_ns, state = start_time or time.time_ns(), _state(sampling)
+        data = _data(
+            name, parent, trace_id, span_context.span_id, kind, start_ns, _attributes(attributes, sampling), state
+        )
         data.links = [_link(link) for link in links if link.context.is_valid] if links else ()
         # Recorded but not sampled (RECORD_ONLY): the span is live for this process, but, as
         # with the SDK's processors, never exported.
@@ -189,8 +191,10 @@ class Tracer(trace.Tracer):
         waited): with no attribute to set and nothing to nest under it, it is handed on at
         once, without a span object, when sampled."""
         if sampling.decision.is_sampled():
-            span_id = random.getrandbits(64) or 1
-            data = _data(name, parent, trace_id, span_id, SpanKind.INTERNAL, sampling, start_ns, None)
+            span_id, state = random.getrandbits(64) or 1, _state(sampling)
+            data = _data(
+                name, parent, trace_id, span_id, SpanKind.INTERNAL, start_ns, _attributes(None, sampling), state
+            )
             data.end_ns = end_ns
             self._on_end(data)
 
@@ -200,17 +204,8 @@ class Tracer(trace.Tracer):
         span_context = SpanContext(
             context.trace_id, random.getrandbits(64) or 1, False, context.trace_flags, context.trace_state
         )
-        data = otlp.SpanData(
-            name=name,
-            trace_id=context.trace_id,
-            span_id=span_context.span_id,
-            parent_id=context.span_id,
-            kind=kind._value_ + 1,
-            start_ns=time.time_ns(),
-            end_ns=0,
-            attributes=attributes,
-            trace_state=parent.data.trace_state if isinstance(parent, RecordedSpan) else "",
-        )
+        state = parent.data.trace_state if isinstance(parent, RecordedSpan) else ""
+        data = _data(name, context, context.trace_id, span_context.span_id, kind, time.time_ns(), attributes, state)
         return RecordedSpan(span_context, data, self._on_end if context.trace_flags.sampled else _unexported)
 
     @contextlib.contextmanager
@@ -237,12 +232,11 @@ def _data(
     trace_id: int,
     span_id: int,
     kind: SpanKind,
-    sampling: Any,
     start_ns: int,
-    attributes: Attributes,
+    attributes: dict[str, Any],
+    trace_state: str,
 ) -> otlp.SpanData:
-    """A span's data as it starts (no links yet), with its attributes and the sampler's."""
-    extra = sampling.attributes
+    """A span's data as it starts (no links yet)."""
     return otlp.SpanData(
         name=name,
         trace_id=trace_id,
@@ -253,10 +247,21 @@ def _data(
         kind=kind._value_ + 1,
         start_ns=start_ns,
         end_ns=0,
-        attributes={**attributes, **extra} if extra and attributes else dict(extra or attributes or {}),
-        trace_state=",".join(f"{k}={v}" for k, v in sampling.trace_state.items()) if sampling.trace_state else "",
+        attributes=attributes,
+        trace_state=trace_state,
         remote_parent=parent.is_valid and parent.is_remote,
     )
+
+
+def _attributes(attributes: Attributes, sampling: Any) -> dict[str, Any]:
+    """A span's attributes and those its sampler added, in a map of the span's own."""
+    extra = sampling.attributes
+    return {**attributes, **extra} if extra and attributes else dict(extra or attributes or {})
+
+
+def _state(sampling: Any) -> str:
+    """The trace state the sampler gave a span, as OTLP writes it."""
+    return ",".join(f"{k}={v}" for k, v in sampling.trace_state.items()) if sampling.trace_state else ""
 
 
 def _unexported(data: otlp.SpanData) -> None:
