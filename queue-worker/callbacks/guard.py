@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from urllib.parse import SplitResult, unquote, urlsplit
 
 from ..transport import DestinationRefused
+from ..transport.headers import UNSAFE_TARGET
 from ..transport.http import Resolve
 
 #: Never a callback's destination unless allowed by name. Link-local holds most clouds'
@@ -122,6 +123,8 @@ class Destination:
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         if not target.startswith("/"):
             raise Undeliverable("the path does not start with /")
+        if not UNSAFE_TARGET.isdisjoint(target):
+            raise Undeliverable("the path or query holds a space, a line break or NUL, which no request can carry")
         username = None if parts.username is None else unquote(parts.username)
         password = None if parts.password is None else unquote(parts.password)
         return cls(url, parts.scheme, host, port, origin, target, username, password)

@@ -10,6 +10,8 @@ from collections.abc import Iterable
 TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 #: What a field value may not contain: a line break would start a new field or a new request.
 UNSAFE_VALUE = re.compile(r"[\r\n\x00]")
+#: What a request target may not contain: a space ends it, a line break ends the request line.
+UNSAFE_TARGET = frozenset(" \r\n\x00")
 
 #: Headers that belong to one connection (RFC 9110 section 7.6.1) and are never forwarded,
 #: plus the two that the client sets itself for the new request.

@@ -38,7 +38,7 @@ from runtime import describe
 
 from . import ConnectFailed, ConnectionBroken, InvalidRequest, ProtocolError, Response, TransportTimeout
 from .deadlines import Deadlines
-from .headers import TOKEN, UNSAFE_VALUE
+from .headers import TOKEN, UNSAFE_TARGET, UNSAFE_VALUE
 
 #: Largest response head (status line and fields) accepted.
 MAX_HEAD_BYTES = 64 * 1024
@@ -51,8 +51,6 @@ MAX_ORIGINS = 64
 #: ``isReplayable`` (net/http), which also replays a request carrying an idempotency key.
 REPLAYABLE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 IDEMPOTENCY_KEYS = frozenset({"idempotency-key", "x-idempotency-key"})
-#: What the request target may not contain.
-_UNSAFE_TARGET = frozenset(" \r\n\x00")
 _BODYLESS_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS", "TRACE"})
 _NO_BODY_STATUSES = frozenset({204, 304})
 
@@ -70,7 +68,7 @@ def encode_request(method: str, target: str, host: str, headers: Iterable[tuple[
     Raises:
         InvalidRequest: a field name is not a token, or a value holds CR, LF or NUL.
     """
-    if TOKEN.fullmatch(method) is None or not target.startswith("/") or not _UNSAFE_TARGET.isdisjoint(target):
+    if TOKEN.fullmatch(method) is None or not target.startswith("/") or not UNSAFE_TARGET.isdisjoint(target):
         raise InvalidRequest(f"cannot send {method!r} {target!r}")
     lines = [f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n"]
     for name, value in headers:
