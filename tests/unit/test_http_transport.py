@@ -3,6 +3,7 @@ suite that llhttp, under :class:`ResponseParser`, must pass."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 
 import pytest
@@ -10,7 +11,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from function.transport import InvalidRequest, ProtocolError, Response
-from function.transport.http import Parsed, ResponseParser, encode_request
+from function.transport.http import (
+    MAX_SPARE_PARSERS,
+    Parsed,
+    Parsers,
+    ResponseParser,
+    _Connection,
+    encode_request,
+)
 
 
 def _feed_in_pieces(raw: bytes, cuts: list[int], method: str = "POST") -> list[Parsed]:
@@ -203,3 +211,158 @@ def test_what_would_change_the_requests_meaning_is_refused(
 ) -> None:
     with pytest.raises(InvalidRequest):
         encode_request(method, target, "gw", headers, b"")
+
+
+# Connections lend parsers from one pool only while a response arrives: whatever the order in
+# which the bytes of several connections' responses arrive, each reads exactly what a parser of
+# its own would.
+
+#: What a server may answer, well framed or not.
+ANSWERS = (
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    b"HTTP/1.1 500 Internal Server Error\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nbad\r\n0\r\n\r\n",
+    b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 1\r\n\r\nx",
+    b"HTTP/1.1 204 No Content\r\nContent-Length: 10\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end",
+    b"HTTP/1.1 503 Busy\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbusy",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nxHTTP/1.1 200",
+    b"HTTP/1.1 2x0 OK\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\ncut",
+)
+
+
+class _Wire(asyncio.Transport):
+    """The socket under a connection: what is written is dropped; closing is remembered."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shut = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        pass
+
+    def close(self) -> None:
+        self.shut = True
+
+
+def _pieces(raw: bytes, cuts: list[int]) -> list[bytes]:
+    edges = sorted({0, len(raw), *(c % (len(raw) + 1) for c in cuts)})
+    return [raw[start:end] for start, end in itertools.pairwise(edges)]
+
+
+def _alone(pieces: list[bytes], method: str) -> tuple[str, object]:
+    """What a parser of its own makes of a response, the connection closing after it."""
+    parser = ResponseParser()
+    parser.expect(method)
+    try:
+        for piece in pieces:
+            parsed = parser.feed(piece)
+            if parsed is not None:
+                return "answer", parsed
+        return "answer", parser.feed_eof()
+    except ProtocolError:
+        return "error", ProtocolError
+
+
+exchanges = st.lists(
+    st.tuples(
+        st.integers(min_value=0, max_value=2),  # which connection
+        st.sampled_from(range(len(ANSWERS))),
+        st.sampled_from(["POST", "GET", "HEAD"]),
+        st.lists(st.integers(min_value=0), max_size=4),  # where the bytes are cut
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+class _Exchanges:
+    """Connections sharing one pool of parsers, each given its exchanges in turn, the bytes of
+    one connection's answer arriving between those of another's."""
+
+    def __init__(self, exchanges: list[tuple[int, int, str, list[int]]]) -> None:
+        self.parsers = Parsers()
+        self.connections: dict[int, _Connection] = {}
+        self.queues: dict[int, list[tuple[str, list[bytes]]]] = {}
+        for slot, answer, method, cuts in exchanges:
+            self.queues.setdefault(slot, []).append((method, _pieces(ANSWERS[answer], cuts)))
+        self.under_way: dict[int, tuple[asyncio.Future[Parsed], str, list[bytes], list[bytes]]] = {}
+
+    @property
+    def done(self) -> bool:
+        return not self.under_way and not any(self.queues.values())
+
+    def step(self, slot: int) -> None:
+        """The next thing on connection ``slot``: a request sent, a piece of its answer, or
+        the server closing after the last piece."""
+        if slot not in self.under_way and not self._send(slot):
+            return
+        future, method, pieces, left = self.under_way[slot]
+        connection = self.connections[slot]
+        if left:
+            connection.data_received(left.pop(0))
+        elif not future.done():
+            connection.connection_lost(None)
+        if future.done():
+            del self.under_way[slot]
+            self._check(connection, future, _alone(pieces, method))
+
+    def _send(self, slot: int) -> bool:
+        if not self.queues.get(slot):
+            return False
+        method, pieces = self.queues[slot].pop(0)
+        connection = self.connections.get(slot)
+        if connection is None or connection.closed:
+            connection = self.connections[slot] = _Connection(self.parsers)
+            connection.connection_made(_Wire())
+        self.under_way[slot] = (connection.send(method, b"request"), method, pieces, list(pieces))
+        return True
+
+    def _check(self, connection: _Connection, future: asyncio.Future[Parsed], alone: tuple[str, object]) -> None:
+        error = future.exception()
+        if error is not None:
+            assert alone == ("error", type(error))
+            connection.close()
+            return
+        parsed = future.result()
+        assert ("answer", parsed) == alone
+        if parsed.keep_alive:
+            assert connection.parser is None  # given back once the answer is whole
+        else:
+            connection.close()
+        assert self.parsers.spare <= MAX_SPARE_PARSERS
+
+
+@given(exchanges=exchanges, order=st.lists(st.integers(min_value=0, max_value=2), max_size=60))
+def test_connections_sharing_parsers_read_each_answer_as_a_parser_of_their_own(
+    exchanges: list[tuple[int, int, str, list[int]]], order: list[int]
+) -> None:
+    async def scenario() -> None:
+        run = _Exchanges(exchanges)
+        for slot in order:
+            run.step(slot)
+        while not run.done:
+            for slot in range(3):
+                run.step(slot)
+
+    asyncio.run(scenario())
+
+
+def test_requests_waiting_for_an_answer_hold_no_parser_and_answers_in_turn_share_one() -> None:
+    async def scenario() -> None:
+        parsers = Parsers()
+        connections = [_Connection(parsers) for _ in range(100)]
+        for connection in connections:
+            connection.connection_made(_Wire())
+        futures = [connection.send("POST", b"request") for connection in connections]
+
+        assert [connection.parser for connection in connections] == [None] * 100
+
+        for connection in connections:
+            connection.data_received(ANSWERS[0])
+
+        assert all(future.result().response.status == 200 for future in futures)
+        assert [connection.parser for connection in connections] == [None] * 100
+        assert parsers.spare == 1
+
+    asyncio.run(scenario())
