@@ -8,6 +8,7 @@ to :class:`QueueWorker`; ``on_shutdown`` closes them.
 from __future__ import annotations
 
 import random
+from collections.abc import Awaitable
 
 from aiohttp import web
 
@@ -126,10 +127,15 @@ def http_routes(context: Context) -> list[web.AbstractRouteDef]:
     return front_door.routes()
 
 
-async def handle(event: Event, context: Context) -> Outcome:
-    """Invoke the queued request and settle the message."""
+def handle(event: Event, context: Context) -> Awaitable[Outcome]:
+    """Invoke the queued request and settle the message.
+
+    The worker's coroutine is handed back, not awaited in one of this function's own: each
+    coroutine between a message's task and the socket is a frame that every call in flight
+    keeps, and that every wake-up passes through.
+    """
     worker: QueueWorker = context.state["worker"]
-    return await worker.handle(event, context)
+    return worker.handle(event, context)
 
 
 async def on_shutdown(context: Context) -> None:
