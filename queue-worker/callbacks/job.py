@@ -6,10 +6,11 @@ function's result, so a retry (or a replay from the dead-letter stream) only pos
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 from dataclasses import dataclass
+
+import pybase64
 
 from ..invoke import Invocation
 from ..status.state import CallState
@@ -44,7 +45,7 @@ class CallbackJob:
                 "url": self.url,
                 "status": self.invocation.status,
                 "headers": [list(pair) for pair in self.invocation.response.headers],
-                "body": base64.b64encode(body).decode("ascii"),
+                "body": pybase64.b64encode_as_string(body),
                 "bodyRef": self.body_ref,
                 "durationSeconds": self.invocation.duration_s,
                 "error": self.invocation.error,
@@ -70,7 +71,7 @@ class CallbackJob:
             response = Response(
                 status=int(doc["status"]),
                 headers=tuple((str(k), str(v)) for k, v in doc["headers"]),
-                body=base64.b64decode(doc["body"], validate=True),
+                body=pybase64.b64decode(doc["body"], validate=True),
             )
             invocation = Invocation(response, float(doc["durationSeconds"]), str(doc.get("error", "")))
             info = CallbackInfo(
