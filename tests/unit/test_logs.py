@@ -11,7 +11,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runtime.logs import ENVELOPE, MASK, SECRET_NAMES, LoopWriter, render_json
+from runtime.logs import ENVELOPE, MASK, SECRET_NAMES, LoopWriter, redact, render_json
 
 scalars = st.one_of(
     st.none(),
@@ -113,3 +113,37 @@ def test_what_waits_is_written_by_flush_as_at_exit() -> None:
     asyncio.run(run())
 
     assert stream.getvalue() == "last words\n"
+
+
+def _field_by_field(event_dict: dict[str, Any]) -> dict[str, Any]:
+    """What redaction makes of a line looking at every field, with nothing remembered."""
+    if any(not _not_secret(k) or isinstance(v, dict | list | tuple) for k, v in event_dict.items()):
+        return _mask_nested(event_dict)  # type: ignore[no-any-return]
+    return event_dict
+
+
+def _mask_nested(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: MASK if not _not_secret(str(k)) else _mask_nested(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_mask_nested(v) for v in value]
+    return value
+
+
+#: A few names, plain and secret in any case, so that lines share them as real lines do.
+pooled_names = st.sampled_from(["callId", "function", "status", "Token", "authorization", "x", "SECRET", "bytes"])
+#: Values that may hold a secret-named field themselves, or be neither scalar nor container.
+pooled_values = st.recursive(
+    scalars | st.sampled_from([ENVELOPE, frozenset()]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(pooled_names, inner, max_size=3),
+    max_leaves=6,
+)
+lines = st.lists(st.dictionaries(pooled_names, pooled_values, max_size=5))
+
+
+@given(lines=lines)
+def test_a_line_is_masked_as_a_look_at_every_field_would_mask_it_whatever_lines_came_before(
+    lines: list[dict[str, Any]],
+) -> None:
+    for line in lines:
+        assert redact(None, "info", dict(line)) == _field_by_field(line)
