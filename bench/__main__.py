@@ -288,35 +288,53 @@ async def side_by_side(bench: Bench, on: dict[str, str], off: dict[str, str], ro
     }
 
 
-async def in_turn(bench: Bench, scenario: Scenario, rounds: int = 5) -> dict[str, Any]:
-    """The worker against the hand-written loop on one scenario, run one after the other,
-    ``rounds`` times, the order swapping each round: the median of the rounds' ratios of rates,
-    and of the worker's CPU per message.
+#: One side of a comparison run in turn: an implementation and its settings.
+Arm = tuple[str, dict[str, str]]
+
+
+async def in_turn(bench: Bench, scenario: Scenario, first: Arm, second: Arm, rounds: int = 5) -> dict[str, Any]:
+    """Two arms on one scenario, run one after the other, ``rounds`` times, the order swapping
+    each round: the median of the rounds' ratios of rates (``first`` over ``second``), of the
+    first arm's CPU per message, and of nats-server's CPU per message under each arm.
 
     One pair of runs is at the mercy of this machine's spells (100 in flight came out at
     0.92x and 1.17x the hand-written loop in two runs on one day); a target on the ratio is
-    judged on the median of pairs."""
+    judged on the median of pairs. Unlike :func:`side_by_side`, what an arm costs nats-server,
+    which shares this machine's two cores, is charged to that arm alone."""
     ratios: list[float] = []
     cpu_us: list[float] = []
+    server_us: dict[int, list[float]] = {0: [], 1: []}
+    assert bench.natsd.process is not None
     for i in range(rounds):
-        order = ("queue-worker", "hand-written") if i % 2 == 0 else ("hand-written", "queue-worker")
-        results = {implementation: await bench.run(implementation, scenario) for implementation in order}
-        ratios.append(results["queue-worker"].rate / results["hand-written"].rate)
-        cpu_us.append(results["queue-worker"].cpu_s_per_1000 * 1000)
+        results: dict[int, Result] = {}
+        for arm in (0, 1) if i % 2 == 0 else (1, 0):
+            implementation, settings = (first, second)[arm]
+            server_before = cpu_seconds(bench.natsd.process.pid)
+            results[arm] = await bench.run(implementation, scenario, **settings)
+            server_us[arm].append((cpu_seconds(bench.natsd.process.pid) - server_before) / results[arm].messages * 1e6)
+        ratios.append(results[0].rate / results[1].rate)
+        cpu_us.append(results[0].cpu_s_per_1000 * 1000)
     return {
         "ratio": round(statistics.median(ratios), 3),
         "ratios": [round(r, 3) for r in ratios],
         "cpu_us": round(statistics.median(cpu_us), 1),
+        "nats_server_us": [round(statistics.median(server_us[arm]), 1) for arm in (0, 1)],
     }
 
 
 async def measure_edges(bench: Bench) -> dict[str, object]:
     """The worker against the hand-written loop at 100 in flight, in turn; call status's cost
-    and tracing's (each on and off, side by side), large bodies, invented function names."""
-    at_100 = await in_turn(bench, replace(AT_100, messages=15000))
+    (on and off, side by side and in turn) and tracing's (side by side), large bodies, invented
+    function names."""
+    at_100 = await in_turn(bench, replace(AT_100, messages=15000), ("queue-worker", {}), ("hand-written", {}))
     print(f"  100 in flight, in turn with the hand-written loop: {at_100}", flush=True)
-    status_cost = await side_by_side(bench, on={}, off={"call_status_ttl": "0s"})
+    status_off = {"call_status_ttl": "0s"}
+    status_cost = await side_by_side(bench, on={}, off=status_off)
     print(f"  call status at 100 in flight: {status_cost}", flush=True)
+    status_in_turn = await in_turn(
+        bench, replace(AT_100, messages=15000), ("queue-worker", {}), ("queue-worker", status_off)
+    )
+    print(f"  call status at 100 in flight, in turn: {status_in_turn}", flush=True)
     otlp = await OtlpReceiver(keep=False).start()
     sampled = {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp.url, "OTEL_TRACES_SAMPLER": "traceidratio"}
     try:
@@ -337,6 +355,7 @@ async def measure_edges(bench: Bench) -> dict[str, object]:
     return {
         "in_turn_at_100": at_100,
         "call_status_rate": status_cost,
+        "call_status_in_turn": status_in_turn,
         "tracing_rate": tracing_cost,
         "tracing_parts": parts,
         "large_bodies": large,
@@ -400,7 +419,10 @@ def summarise(
             ours["callback on each, 100 in flight"].cpu_s_per_1000 <= 0.130
         ),
         "100 in flight >= 1.2x hand-written": edges["in_turn_at_100"]["ratio"] >= 1.2,
-        "call status on costs <= 5%": edges["call_status_rate"]["ratio"] >= 0.95,
+        # Side by side, the status writes slow the nats-server both workers share; in turn, a
+        # run is charged its own. Met only when both say so.
+        "call status on costs <= 5%": min(edges["call_status_rate"]["ratio"], edges["call_status_in_turn"]["ratio"])
+        >= 0.95,
         "1 MiB bodies at 100 in flight: each delivered once": edges["large_bodies"]["queue-worker"][
             "deliveries_per_message"
         ]
