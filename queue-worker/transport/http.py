@@ -101,7 +101,6 @@ class ResponseParser:
     """Reads one response after another from the bytes of one connection (llhttp callbacks)."""
 
     __slots__ = (
-        "_begun",
         "_beyond",
         "_body",
         "_done",
@@ -120,7 +119,6 @@ class ResponseParser:
         self._reset()
 
     def _reset(self) -> None:
-        self._begun = False
         self._head_bytes = 0
         self._headers: list[tuple[str, str]] = []
         self._body: list[bytes] = []
@@ -135,18 +133,12 @@ class ResponseParser:
         """Say which request the next response answers (a response to HEAD has no body)."""
         self._head_request = method == "HEAD"
 
-    @property
-    def idle(self) -> bool:
-        """No response has begun to arrive."""
-        return not self._begun
-
     def feed(self, data: bytes) -> Parsed | None:
         """Take bytes; returns the response once it is complete.
 
         Raises:
             ProtocolError: the bytes are not a valid response.
         """
-        self._begun = True
         if not self._headers_complete:
             self._head_bytes += len(data)
         try:
@@ -320,7 +312,7 @@ class _Connection(asyncio.Protocol):
         waiter = self._waiter
         if waiter is None or waiter.done():
             return
-        if self.parser is None or self.parser.idle:
+        if self.parser is None:  # lent only once a response's first byte arrived
             waiter.set_exception(_ClosedBeforeAnswer(exc))
             return
         try:
