@@ -11,7 +11,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runtime.logs import ENVELOPE, MASK, SECRET_NAMES, LoopWriter, redact, render_json
+from runtime.logs import ENVELOPE, MASK, SECRET_NAMES, LoopWriter, _mask, redact, render_json
 
 scalars = st.one_of(
     st.none(),
@@ -118,16 +118,8 @@ def test_what_waits_is_written_by_flush_as_at_exit() -> None:
 def _field_by_field(event_dict: dict[str, Any]) -> dict[str, Any]:
     """What redaction makes of a line looking at every field, with nothing remembered."""
     if any(not _not_secret(k) or isinstance(v, dict | list | tuple) for k, v in event_dict.items()):
-        return _mask_nested(event_dict)  # type: ignore[no-any-return]
+        return _mask(event_dict)  # type: ignore[no-any-return]
     return event_dict
-
-
-def _mask_nested(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: MASK if not _not_secret(str(k)) else _mask_nested(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_mask_nested(v) for v in value]
-    return value
 
 
 #: A few names, plain and secret in any case, so that lines share them as real lines do.
