@@ -62,8 +62,10 @@ _NO_BODY_STATUSES = frozenset({204, 304})
 Resolve = Callable[[str, int], Awaitable[list[str]]]
 
 
-def encode_request(method: str, target: str, host: str, headers: Iterable[tuple[str, str]], body: bytes) -> bytes:
-    """The request's bytes: ``Host`` first, the given fields, then ``Content-Length``.
+def encode_head(method: str, target: str, host: str, headers: Iterable[tuple[str, str]], body: bytes) -> bytes:
+    """The bytes of a request's head, for ``body``: ``Host`` first, the given fields, then
+    ``Content-Length``. The body goes after it as it is, never copied into one buffer with it:
+    a call in flight would keep a second copy of its body.
 
     ``headers`` must not carry ``Host``, ``Content-Length`` or ``Transfer-Encoding``: the
     client frames the request itself.
@@ -84,10 +86,9 @@ def encode_request(method: str, target: str, host: str, headers: Iterable[tuple[
     try:
         # As UTF-8, like Go and aiohttp: the gateway stored the bytes it received as JSON text,
         # and this gives them back.
-        head = "".join(lines).encode("utf-8")
+        return "".join(lines).encode("utf-8")
     except UnicodeEncodeError:
         raise InvalidRequest("a header holds a lone surrogate, which no bytes encode") from None
-    return head + body
 
 
 class Parsed(NamedTuple):
@@ -320,7 +321,7 @@ class _Connection(asyncio.Protocol):
         except ProtocolError as error:
             waiter.set_exception(error)
 
-    def send(self, method: str, data: bytes) -> asyncio.Future[Parsed]:
+    def send(self, method: str, head: bytes, body: bytes) -> asyncio.Future[Parsed]:
         """Write a request; the future is its response.
 
         A future, not a coroutine: every coroutine between a message's task and the socket is
@@ -329,7 +330,10 @@ class _Connection(asyncio.Protocol):
         assert self.transport is not None
         self._method = method
         waiter = self._waiter = self._loop.create_future()
-        self.transport.write(data)
+        if body:
+            self.transport.writelines((head, body))  # one system call for both, no copy
+        else:
+            self.transport.write(head)
         return waiter
 
     def close(self) -> None:
@@ -357,12 +361,12 @@ class _Origin:
         self._idle: list[_Connection] = []
         self._busy: set[_Connection] = set()
 
-    async def exchange(self, method: str, data: bytes, *, replayable: bool) -> Response:
+    async def exchange(self, method: str, head: bytes, body: bytes, *, replayable: bool) -> Response:
         connection = self._reuse() or await self._connect()
         while True:
             self._busy.add(connection)
             try:
-                parsed = await connection.send(method, data)
+                parsed = await connection.send(method, head, body)
             except BaseException as exc:
                 self._busy.discard(connection)
                 connection.close()  # its state is unknown: a timeout or a cancel mid-response
@@ -495,11 +499,11 @@ class HTTPTransport:
         has_agent, has_idempotency_key = _scan(headers)
         if not has_agent:
             headers = [self._user_agent, *headers]
-        data = encode_request(method, target, origin.host_header, headers, body)
+        head = encode_head(method, target, origin.host_header, headers, body)
         replayable = has_idempotency_key or method in REPLAYABLE_METHODS
         deadline = self._deadlines.start()
         try:
-            return await origin.exchange(method, data, replayable=replayable)
+            return await origin.exchange(method, head, body, replayable=replayable)
         except asyncio.CancelledError:
             if self._deadlines.end(deadline):
                 raise TransportTimeout(f"no answer within {self._timeout_s:g}s") from None

@@ -18,7 +18,7 @@ from function.callbacks.guard import (
     is_forbidden,
 )
 from function.transport import DestinationRefused
-from function.transport.http import encode_request, split_url
+from function.transport.http import encode_head, split_url
 from function.wire.queue_request import DecodeError, decode
 
 
@@ -131,7 +131,7 @@ def _check_sendable(allowlist: Allowlist, url: str) -> None:
         destination = check(allowlist, url)
     except Undeliverable:
         return
-    encode_request("POST", destination.target, destination.origin.partition("://")[2], [], b"")
+    encode_head("POST", destination.target, destination.origin.partition("://")[2], [], b"")
     assert not is_forbidden(destination.host)
     assert split_url(destination.origin + destination.target) == (destination.origin, destination.target)
 

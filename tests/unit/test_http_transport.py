@@ -17,7 +17,7 @@ from function.transport.http import (
     Parsers,
     ResponseParser,
     _Connection,
-    encode_request,
+    encode_head,
 )
 
 
@@ -175,22 +175,20 @@ def test_a_connection_closed_mid_body_is_a_protocol_error() -> None:
 
 
 def test_a_request_is_framed_with_host_first_and_its_length() -> None:
-    data = encode_request("POST", "/function/f/?a=1", "gw:8080", [("X-A", "1"), ("X-A", "2")], b"body")
+    head = encode_head("POST", "/function/f/?a=1", "gw:8080", [("X-A", "1"), ("X-A", "2")], b"body")
 
-    assert data == (
-        b"POST /function/f/?a=1 HTTP/1.1\r\nHost: gw:8080\r\nX-A: 1\r\nX-A: 2\r\nContent-Length: 4\r\n\r\nbody"
-    )
+    assert head == b"POST /function/f/?a=1 HTTP/1.1\r\nHost: gw:8080\r\nX-A: 1\r\nX-A: 2\r\nContent-Length: 4\r\n\r\n"
 
 
 def test_text_beyond_ascii_goes_as_the_utf_8_it_arrived_as() -> None:
-    assert b"X-A: snow \xe2\x98\x83, caf\xc3\xa9\r\n" in encode_request(
+    assert b"X-A: snow \xe2\x98\x83, caf\xc3\xa9\r\n" in encode_head(
         "GET", "/f", "gw", [("X-A", "snow \u2603, caf\u00e9")], b""
     )
 
 
 def test_a_get_without_a_body_carries_no_length() -> None:
-    assert encode_request("GET", "/f", "gw", [], b"") == b"GET /f HTTP/1.1\r\nHost: gw\r\n\r\n"
-    assert b"Content-Length: 0" in encode_request("POST", "/f", "gw", [], b"")
+    assert encode_head("GET", "/f", "gw", [], b"") == b"GET /f HTTP/1.1\r\nHost: gw\r\n\r\n"
+    assert b"Content-Length: 0" in encode_head("POST", "/f", "gw", [], b"")
 
 
 @pytest.mark.parametrize(
@@ -210,7 +208,7 @@ def test_what_would_change_the_requests_meaning_is_refused(
     method: str, target: str, headers: list[tuple[str, str]]
 ) -> None:
     with pytest.raises(InvalidRequest):
-        encode_request(method, target, "gw", headers, b"")
+        encode_head(method, target, "gw", headers, b"")
 
 
 # Connections lend parsers from one pool only while a response arrives: whatever the order in
@@ -315,7 +313,7 @@ class _Exchanges:
         if connection is None or connection.closed:
             connection = self.connections[slot] = _Connection(self.parsers)
             connection.connection_made(_Wire())
-        self.under_way[slot] = (connection.send(method, b"request"), method, pieces, list(pieces))
+        self.under_way[slot] = (connection.send(method, b"request", b""), method, pieces, list(pieces))
         return True
 
     def _check(self, connection: _Connection, future: asyncio.Future[Parsed], alone: tuple[str, object]) -> None:
@@ -354,7 +352,7 @@ def test_requests_waiting_for_an_answer_hold_no_parser_and_answers_in_turn_share
         connections = [_Connection(parsers) for _ in range(100)]
         for connection in connections:
             connection.connection_made(_Wire())
-        futures = [connection.send("POST", b"request") for connection in connections]
+        futures = [connection.send("POST", b"request", b"body") for connection in connections]
 
         assert [connection.parser for connection in connections] == [None] * 100
 
