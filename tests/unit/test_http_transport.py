@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Iterable
 
 import pytest
 from hypothesis import given
@@ -230,14 +231,19 @@ ANSWERS = (
 
 
 class _Wire(asyncio.Transport):
-    """The socket under a connection: what is written is dropped; closing is remembered."""
+    """The socket under a connection: the buffers written are kept as given; closing is
+    remembered."""
 
     def __init__(self) -> None:
         super().__init__()
         self.shut = False
+        self.buffers: list[bytes | bytearray | memoryview] = []
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        pass
+        self.buffers.append(data)
+
+    def writelines(self, list_of_data: Iterable[bytes | bytearray | memoryview]) -> None:
+        self.buffers.extend(list_of_data)
 
     def close(self) -> None:
         self.shut = True
@@ -362,5 +368,21 @@ def test_requests_waiting_for_an_answer_hold_no_parser_and_answers_in_turn_share
         assert all(future.result().response.status == 200 for future in futures)
         assert [connection.parser for connection in connections] == [None] * 100
         assert parsers.spare == 1
+
+    asyncio.run(scenario())
+
+
+def test_a_body_goes_to_the_socket_as_it_is_after_its_head_never_copied_beside_it() -> None:
+    async def scenario() -> None:
+        wire = _Wire()
+        connection = _Connection(Parsers())
+        connection.connection_made(wire)
+        body = bytes(256 * 1024)
+
+        connection.send("POST", b"POST / HTTP/1.1\r\n\r\n", body)
+        connection.send("GET", b"GET / HTTP/1.1\r\n\r\n", b"")
+
+        assert wire.buffers == [b"POST / HTTP/1.1\r\n\r\n", body, b"GET / HTTP/1.1\r\n\r\n"]
+        assert wire.buffers[1] is body
 
     asyncio.run(scenario())
