@@ -149,8 +149,9 @@ class Encoder:
         for pair in span.attributes.items():
             # One cache per type: True, 1 and 1.0 are equal keys, but are written differently.
             kind = type(pair[1])
-            cached = strings.get(pair) if kind is str else numbers.get(pair) if kind is int else None
-            parts.append(cached if cached is not None else self._attribute(*pair))
+            cache = strings if kind is str else numbers if kind is int else None
+            cached = cache.get(pair) if cache is not None else None
+            parts.append(cached if cached is not None else _attribute(pair, cache))
         for event in span.events:
             parts.append(_delimited(11, _event(event)))
         for link in span.links:
@@ -163,16 +164,15 @@ class Encoder:
         parts.append(_REMOTE_FLAGS if span.remote_parent else _LOCAL_FLAGS)
         return b"".join(parts)
 
-    def _attribute(self, key: str, value: Any) -> bytes:
-        """An attribute's field; remembered when its value is a string or an integer."""
-        encoded = _delimited(9, key_value(key, value))
-        kind = type(value)
-        cache = self._strings if kind is str else self._numbers if kind is int else None
-        if cache is not None:
-            if len(cache) >= CACHE_SIZE:
-                cache.clear()
-            cache[key, value] = encoded
-        return encoded
+
+def _attribute(pair: tuple[str, Any], cache: dict[Any, bytes] | None) -> bytes:
+    """An attribute's field, remembered in ``cache`` (its value type's) when there is one."""
+    encoded = _delimited(9, key_value(*pair))
+    if cache is not None:
+        if len(cache) >= CACHE_SIZE:
+            cache.clear()
+        cache[pair] = encoded
+    return encoded
 
 
 #: Span kinds' fields, by OTLP's number (0, unspecified, is not written).
