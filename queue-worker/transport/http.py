@@ -331,7 +331,7 @@ class _Connection(asyncio.Protocol):
         self._method = method
         waiter = self._waiter = self._loop.create_future()
         if body:
-            self.transport.writelines((head, body))  # one system call for both, no copy
+            self.transport.writelines((head, body))  # not joined: over TCP, one writev for both
         else:
             self.transport.write(head)
         return waiter
