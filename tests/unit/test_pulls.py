@@ -110,3 +110,26 @@ def test_each_request_can_bring_the_largest_message_and_eight_of_them_fit_the_co
     most = min(requests * pulls.max_bytes, max_inflight * (max_payload + MESSAGE_OVERHEAD))
     if max_payload <= 1024 * 1024:
         assert most <= 32 * 1024 * 1024 + 8 * MESSAGE_OVERHEAD
+
+
+@given(
+    max_payload=st.integers(1024, 64 * 1024 * 1024),
+    max_inflight=st.integers(1, 10_000),
+    data=st.data(),
+)
+def test_a_request_carries_max_bytes_only_when_its_batch_could_exceed_it(
+    max_payload: int, max_inflight: int, data: st.DataObject
+) -> None:
+    pulls = Pulls.for_payload(expires_s=1.0, max_payload=max_payload)
+    batch = data.draw(st.integers(1, max_inflight))
+    largest = max_payload + MESSAGE_OVERHEAD
+
+    bound = pulls.bound(batch)
+
+    # Bounded or not, no request can bring more than max_bytes (each message is at most the largest).
+    assert min(batch * largest, bound or batch * largest) <= pulls.max_bytes
+    # A bounded request can still bring a message of the largest size.
+    assert bound == 0 or bound >= largest
+    # And it is bounded only when it has to be: every bounded request ends with one more message,
+    # a 409 Batch Completed.
+    assert (bound != 0) == (batch * largest > pulls.max_bytes)

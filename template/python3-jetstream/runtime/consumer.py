@@ -59,7 +59,8 @@ ERROR_BACKOFF = Backoff(initial_s=1.0, max_s=60.0)
 HEARTBEATS_PER_ACK_WAIT = 3
 #: Pause after a refused pull (consumer missing, too many waiting) before pulling again.
 PULL_ERROR_PAUSE_S = 1.0
-#: The 409 that ends a request with ``max_bytes`` once all of its batch was delivered.
+#: The 409 that ends a request with ``max_bytes`` once all of its batch was delivered (a request
+#: without it ends silently, and is forgotten once it expires).
 BATCH_COMPLETED = "Batch Completed"
 #: 409s that end a pull request in the normal course (a 408, its expiry, always does).
 ROUTINE_CONFLICTS = frozenset({"Leadership Change", "Message Size Exceeds MaxBytes", BATCH_COMPLETED})
@@ -396,7 +397,10 @@ class Consumer:
         self._outstanding += batch
         self._heard = now
         expires = int(self._settings.fetch_wait_s * 1e9)
-        request = json.dumps({"batch": batch, "expires": expires, "max_bytes": lane.pulls.max_bytes}).encode()
+        asked: dict[str, int] = {"batch": batch, "expires": expires}
+        if max_bytes := lane.pulls.bound(batch):
+            asked["max_bytes"] = max_bytes
+        request = json.dumps(asked).encode()
         try:
             await self._client.publish(lane.next_subject, request, reply=f"{self._inbox}.{lane.number}.{request_id}")
         except nats.errors.Error as exc:

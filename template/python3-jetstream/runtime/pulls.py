@@ -16,6 +16,13 @@ message of the server's ``max_payload`` if that is more; a new request is made o
 eighth of the slots is free, so at most eight requests are delivering at once: 32 MiB at the
 default ``max_payload`` of 1 MiB. A request that reaches its bytes ends with a 409 that says how
 many of its messages it did not send, as an expired one does.
+
+A request carries ``max_bytes`` only when its batch of the largest messages could exceed it. The
+server ends every request that has ``max_bytes`` with a status message (409 Batch Completed) once
+its batch is delivered; at one slot that is a second message for every one delivered, for the
+server to send and the worker to parse. A batch that cannot exceed the bound needs none: it brings
+no more bytes than a bounded request may. At 1 in flight, leaving it out took the worker from 504
+to 453 µs of CPU a message, and 5.7% more messages a second (six pairs run in turn, by hand).
 """
 
 from __future__ import annotations
@@ -51,6 +58,8 @@ class Pulls:
     expires_s: float
     #: The ``max_bytes`` of each request: at least one message of the largest size must fit.
     max_bytes: int = PULL_BYTES
+    #: Room for the largest message the server takes: its max payload and :data:`MESSAGE_OVERHEAD`.
+    largest: int = 1024 * 1024 + MESSAGE_OVERHEAD
     outstanding: int = 0
     _open: dict[str, tuple[int, float]] = field(default_factory=dict)
     _next_id: int = 0
@@ -58,7 +67,13 @@ class Pulls:
     @classmethod
     def for_payload(cls, expires_s: float, max_payload: int = 1024 * 1024) -> Pulls:
         """Requests of :data:`PULL_BYTES`, or of one message of ``max_payload`` if that is more."""
-        return cls(expires_s, max_bytes=max(PULL_BYTES, max_payload + MESSAGE_OVERHEAD))
+        largest = max_payload + MESSAGE_OVERHEAD
+        return cls(expires_s, max_bytes=max(PULL_BYTES, largest), largest=largest)
+
+    def bound(self, batch: int) -> int:
+        """The ``max_bytes`` to ask ``batch`` messages with: 0 (none) when ``batch`` messages of
+        the largest size fit within :attr:`max_bytes` anyway."""
+        return self.max_bytes if batch * self.largest > self.max_bytes else 0
 
     def asked(self, batch: int, now: float) -> str:
         """Record a request for ``batch`` messages; returns its id (the reply subject's last token)."""
