@@ -24,12 +24,11 @@ from prometheus_client import (
     GC_COLLECTOR,
     PLATFORM_COLLECTOR,
     PROCESS_COLLECTOR,
-    CollectorRegistry,
     disable_created_metrics,
 )
 from structlog.typing import FilteringBoundLogger
 
-from . import logs, probes
+from . import exposition, logs, probes
 from .connection import ConnectionState, FunctionConsumersRemain, connect, ensure_function_consumer, ensure_topology
 from .consumer import Consumer
 from .contract import ConsumerNeeds, Context, Function
@@ -88,7 +87,7 @@ async def serve(settings: Settings, function: Function, log: FilteringBoundLogge
         loop.add_signal_handler(signum, _on_signal, stopping, log, signum)
     # One series per metric, not two: the *_created timestamps only double what is scraped.
     disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated in prometheus-client
-    registry = CollectorRegistry()
+    registry = exposition.Registry()
     # process_* (restarts, memory, open files) and python_* (version, GC), as every exporter has.
     for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
         registry.register(collector)

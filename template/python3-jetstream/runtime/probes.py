@@ -15,11 +15,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CollectorRegistry
-from prometheus_client.aiohttp import make_aiohttp_handler
 
+from . import exposition
 from .connection import ConnectionState
 
 
@@ -79,10 +79,19 @@ def probe_app(
 
 
 def metrics_app(registry: CollectorRegistry) -> web.Application:
-    """Build the application served on ``metrics_port``: prometheus_client's own handler, which
-    answers OpenMetrics when asked (``Accept``) and compresses when allowed."""
+    """Build the application served on ``metrics_port``: OpenMetrics when asked (``Accept``),
+    as prometheus_client's own handler answers, written by :mod:`.exposition`; compressed when
+    allowed."""
+
+    async def scrape(request: web.Request) -> web.Response:
+        names = request.query.getall("name[]", None)
+        body, content_type = exposition.render(registry, ",".join(request.headers.getall(hdrs.ACCEPT, [])), names)
+        response = web.Response(body=body, headers={hdrs.CONTENT_TYPE: content_type})
+        response.enable_compression()
+        return response
+
     app = web.Application()
-    app.router.add_get("/metrics", make_aiohttp_handler(registry))
+    app.router.add_get("/metrics", scrape)
     return app
 
 
