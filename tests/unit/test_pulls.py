@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runtime.pulls import GRACE_S, MESSAGE_OVERHEAD, Pulls, free_slots, refill_at
+from runtime.pulls import CONNECTION_BYTES, GRACE_S, MESSAGE_OVERHEAD, Pulls, free_slots, refill_at
 
 
 def test_the_first_request_asks_for_every_slot_and_later_ones_wait_for_an_eighth() -> None:
@@ -117,19 +117,24 @@ def test_each_request_can_bring_the_largest_message_and_eight_of_them_fit_the_co
     max_inflight=st.integers(1, 10_000),
     data=st.data(),
 )
-def test_a_request_carries_max_bytes_only_when_its_batch_could_exceed_it(
+def test_a_request_carries_max_bytes_only_where_the_connection_could_overflow_without_it(
     max_payload: int, max_inflight: int, data: st.DataObject
 ) -> None:
-    pulls = Pulls.for_payload(expires_s=1.0, max_payload=max_payload)
-    batch = data.draw(st.integers(1, max_inflight))
+    pulls = Pulls.for_payload(expires_s=1.0, max_payload=max_payload, slots=max_inflight)
     largest = max_payload + MESSAGE_OVERHEAD
+    # Requests open at once, as free_slots lets them be made: none smaller than refill_at unless
+    # it is all that is free, no more messages than slots.
+    batches: list[int] = []
+    while (free := max_inflight - sum(batches)) and len(batches) < max_inflight // refill_at(max_inflight):
+        batches.append(data.draw(st.integers(min(free, refill_at(max_inflight)), free)))
+    bounds = [pulls.bound(batch) for batch in batches]
 
-    bound = pulls.bound(batch)
-
-    # Bounded or not, no request can bring more than max_bytes (each message is at most the largest).
-    assert min(batch * largest, bound or batch * largest) <= pulls.max_bytes
-    # A bounded request can still bring a message of the largest size.
-    assert bound == 0 or bound >= largest
-    # And it is bounded only when it has to be: every bounded request ends with one more message,
-    # a 409 Batch Completed.
-    assert (bound != 0) == (batch * largest > pulls.max_bytes)
+    # What the server may have to write at once: within the connection's budget, or within what
+    # bounded requests may bring (one message of the largest size each, at least).
+    most = sum(min(batch * largest, bound or batch * largest) for batch, bound in zip(batches, bounds, strict=True))
+    assert most <= max(CONNECTION_BYTES, len(batches) * pulls.max_bytes)
+    assert all(bound == 0 or bound >= largest for bound in bounds)
+    # And a request is bounded only when it has to be: every bounded request ends with one more
+    # message, a 409 Batch Completed.
+    for batch, bound in zip(batches, bounds, strict=True):
+        assert (bound != 0) == (batch * largest > pulls.max_bytes and max_inflight * largest > CONNECTION_BYTES)

@@ -176,7 +176,7 @@ class Consumer:
             key=key,
             consumer=name,
             next_subject=f"$JS.API.CONSUMER.MSG.NEXT.{settings.stream}.{name}",
-            pulls=Pulls.for_payload(settings.fetch_wait_s, self._client.max_payload),
+            pulls=Pulls.for_payload(settings.fetch_wait_s, self._client.max_payload, settings.max_inflight),
             limit=limit,
             ready=ready,
             unlimited=unlimited,

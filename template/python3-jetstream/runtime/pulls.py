@@ -17,12 +17,13 @@ eighth of the slots is free, so at most eight requests are delivering at once: 3
 default ``max_payload`` of 1 MiB. A request that reaches its bytes ends with a 409 that says how
 many of its messages it did not send, as an expired one does.
 
-A request carries ``max_bytes`` only when its batch of the largest messages could exceed it. The
-server ends every request that has ``max_bytes`` with a status message (409 Batch Completed) once
-its batch is delivered; at one slot that is a second message for every one delivered, for the
-server to send and the worker to parse. A batch that cannot exceed the bound needs none: it brings
-no more bytes than a bounded request may. At 1 in flight, leaving it out took the worker from 504
-to 453 µs of CPU a message, and 5.7% more messages a second (six pairs run in turn, by hand).
+A request carries ``max_bytes`` only where it is needed: when its batch of the largest messages
+could exceed it, and when every slot's message at once could exceed :data:`CONNECTION_BYTES`
+(so never below 32 slots, at the default ``max_payload``). The server ends every request that
+has ``max_bytes`` with a status message (409 Batch Completed) once its batch is delivered; at
+one slot that is a second message for every one delivered, for the server to send and the
+worker to parse. At 1 in flight, leaving it out took the worker from 504 to 453 µs of CPU a
+message, and 5.7% more messages a second (six pairs run in turn, by hand).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from dataclasses import dataclass, field
 GRACE_S = 1.0
 #: Bytes one pull request may bring, unless the server's max payload needs more.
 PULL_BYTES = 4 * 1024 * 1024
+#: What the server may have to write to the connection at once: half its ``max_pending``.
+CONNECTION_BYTES = 8 * PULL_BYTES
 #: Room for a message's subject, reply subject and framing beside ``max_payload``.
 MESSAGE_OVERHEAD = 4096
 
@@ -60,20 +63,27 @@ class Pulls:
     max_bytes: int = PULL_BYTES
     #: Room for the largest message the server takes: its max payload and :data:`MESSAGE_OVERHEAD`.
     largest: int = 1024 * 1024 + MESSAGE_OVERHEAD
+    #: How many messages may be asked for at once, across the connection (``max_inflight``).
+    slots: int = 1 << 31
     outstanding: int = 0
     _open: dict[str, tuple[int, float]] = field(default_factory=dict)
     _next_id: int = 0
 
     @classmethod
-    def for_payload(cls, expires_s: float, max_payload: int = 1024 * 1024) -> Pulls:
-        """Requests of :data:`PULL_BYTES`, or of one message of ``max_payload`` if that is more."""
+    def for_payload(cls, expires_s: float, max_payload: int = 1024 * 1024, slots: int = 1 << 31) -> Pulls:
+        """Requests of :data:`PULL_BYTES`, or of one message of ``max_payload`` if that is more,
+        for ``slots`` messages at once at most."""
         largest = max_payload + MESSAGE_OVERHEAD
-        return cls(expires_s, max_bytes=max(PULL_BYTES, largest), largest=largest)
+        return cls(expires_s, max_bytes=max(PULL_BYTES, largest), largest=largest, slots=slots)
 
     def bound(self, batch: int) -> int:
         """The ``max_bytes`` to ask ``batch`` messages with: 0 (none) when ``batch`` messages of
-        the largest size fit within :attr:`max_bytes` anyway."""
-        return self.max_bytes if batch * self.largest > self.max_bytes else 0
+        the largest size fit within :attr:`max_bytes` anyway, or the messages of every slot
+        within :data:`CONNECTION_BYTES`."""
+        largest = self.largest
+        if batch * largest <= self.max_bytes or self.slots * largest <= CONNECTION_BYTES:
+            return 0
+        return self.max_bytes
 
     def asked(self, batch: int, now: float) -> str:
         """Record a request for ``batch`` messages; returns its id (the reply subject's last token)."""
