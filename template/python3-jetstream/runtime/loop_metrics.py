@@ -28,7 +28,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 C = TypeVar("C", "CounterChild", "GaugeChild", "HistogramChild")
-#: Names every escaping but ``dots`` writes unchanged (the legacy character sets).
+#: Legacy names, which the escapings the families write (``underscores``, ``allow-utf-8``) leave as they are.
 _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 #: How prometheus_client writes a sample's value (typed here: the library leaves it unannotated).
@@ -120,7 +120,7 @@ class LoopFamily(Collector, Generic[C]):
 
     def exposition(self, openmetrics: bool) -> str:
         """The family as prometheus_client writes it: the Prometheus text format, or OpenMetrics
-        (without its closing ``# EOF``), for any escaping but ``dots``."""
+        (without its closing ``# EOF``), in the escapings :mod:`.exposition` leaves to it."""
         name, kind = self._exposed_name(openmetrics), self._kind
         lines = [f"# HELP {name} {_help(self.documentation, openmetrics)}\n# TYPE {name} {kind}\n"]
         written = self._written
