@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -130,7 +131,32 @@ class NatsCluster:
             server.launch()
         for server in self.servers:
             server.wait_healthy()
+        self.wait_formed()
         return self
+
+    def wait_formed(self) -> None:
+        """Until the meta group has a leader that sees every other node current and online.
+
+        A node answers healthy before the meta leader is elected, and a stream placed then
+        (on R3, say) can be refused: "no suitable peers for placement, peer offline"."""
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            for server in self.servers:
+                try:
+                    url = f"http://{server.host}:{server.monitor_port}/jsz"
+                    with urllib.request.urlopen(url, timeout=1) as response:
+                        meta = json.load(response).get("meta_cluster", {})
+                except OSError:
+                    continue
+                others = [r for r in meta.get("replicas", []) if r.get("name") != meta.get("leader")]
+                if (
+                    meta.get("leader")
+                    and len(others) == self.size - 1
+                    and all(r.get("current") and not r.get("offline") for r in others)
+                ):
+                    return
+            time.sleep(0.05)
+        raise RuntimeError("the JetStream cluster did not form: no meta leader with every peer current")
 
     def close(self) -> None:
         """Stop every node and remove the stores."""
