@@ -50,7 +50,7 @@ from structlog.typing import FilteringBoundLogger
 from runtime import ConfigError
 
 from ..version import VERSION
-from .recorder import Sampler, Tracer
+from .recorder import RecordedSpan, Sampler, Tracer
 
 #: Headers that carry the trace; replaced, not forwarded, when a span of the worker's is current.
 TRACE_HEADERS = frozenset({"traceparent", "tracestate"})
@@ -212,6 +212,9 @@ def start_attempt(
 def injected(span: Span) -> list[tuple[str, str]]:
     """``traceparent`` (and ``tracestate``) naming ``span`` as the parent, for an outgoing request."""
     if _w3c_only:
+        if isinstance(span, RecordedSpan) and not span.data.trace_state:  # no SpanContext to make
+            data = span.data
+            return [("traceparent", f"00-{data.trace_id:032x}-{data.span_id:016x}-{'01' if span.sampled else '00'}")]
         return w3c_headers(span.get_span_context())
     carrier: dict[str, str] = {}
     propagate.inject(carrier, context=trace.set_span_in_context(span))
@@ -279,5 +282,7 @@ def record_status(span: Span | None, status: int, error: str = "") -> None:
 
 def ids(span: Span) -> dict[str, str]:
     """``trace_id`` and ``span_id`` for log lines, so logs and traces link."""
+    if isinstance(span, RecordedSpan):
+        return {"trace_id": f"{span.data.trace_id:032x}", "span_id": f"{span.data.span_id:016x}"}
     context = span.get_span_context()
     return {"trace_id": f"{context.trace_id:032x}", "span_id": f"{context.span_id:016x}"}

@@ -67,10 +67,12 @@ class SpanData:
 
 def varint(value: int) -> bytes:
     """``value`` as a protobuf varint; a negative one as its 64-bit two's complement."""
-    if value < 0:
-        value += 1 << 64
     if value < 0x80:
-        return bytes((value,))
+        if value >= 0:
+            return _ONE_BYTE[value]
+        value += 1 << 64
+    elif value < 0x4000:  # a span's length, most strings'
+        return bytes(((value & 0x7F) | 0x80, value >> 7))
     out = bytearray()
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)
@@ -79,8 +81,12 @@ def varint(value: int) -> bytes:
     return bytes(out)
 
 
+#: Varints of one byte, made once.
+_ONE_BYTE = [bytes((value,)) for value in range(0x80)]
+
+
 def _delimited(number: int, payload: bytes) -> bytes:
-    return varint(number << 3 | 2) + varint(len(payload)) + payload
+    return b"".join((varint(number << 3 | 2), varint(len(payload)), payload))
 
 
 def _string(number: int, text: str) -> bytes:
@@ -129,7 +135,10 @@ class Encoder:
 
     def request(self, spans: Iterable[bytes]) -> bytes:
         """The body of one export request holding spans encoded by :meth:`span`."""
-        scope_spans = self._scope + b"".join(_delimited(2, span) for span in spans)
+        parts = [self._scope]
+        for span in spans:  # each span's bytes copied once, into the scope's
+            parts += (b"\x12", varint(len(span)), span)
+        scope_spans = b"".join(parts)
         return _delimited(1, self._resource + _delimited(2, scope_spans))
 
     def span(self, span: SpanData) -> bytes:

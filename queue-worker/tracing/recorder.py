@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
 
 from . import otlp
@@ -48,17 +49,35 @@ class Sampler(Protocol):
 
 
 class RecordedSpan(trace.Span):
-    """A span being recorded; at its end, its data is handed to ``on_end`` once."""
+    """A span being recorded; at its end, its data is handed to ``on_end`` once.
 
-    __slots__ = ("_context", "_on_end", "data")
+    Its ``SpanContext`` is made only when asked for: the worker reads a span's ids and flags
+    from its data and ``sampled`` (for a child, a log line's ids, a ``traceparent``), and an
+    API ``SpanContext`` validates its ids as it is made (1 µs, two in every kept attempt).
+    """
 
-    def __init__(self, context: SpanContext, data: otlp.SpanData, on_end: Callable[[otlp.SpanData], None]) -> None:
-        self._context = context
+    __slots__ = ("_context", "_on_end", "_trace_state", "data", "sampled")
+
+    def __init__(
+        self,
+        data: otlp.SpanData,
+        sampled: bool,
+        trace_state: TraceState | None,
+        on_end: Callable[[otlp.SpanData], None],
+    ) -> None:
         self.data = data
+        self.sampled = sampled
+        self._trace_state = trace_state
+        self._context: SpanContext | None = None
         self._on_end: Callable[[otlp.SpanData], None] | None = on_end
 
     def get_span_context(self) -> SpanContext:
-        return self._context
+        context = self._context
+        if context is None:
+            flags = _SAMPLED if self.sampled else _UNSAMPLED
+            context = SpanContext(self.data.trace_id, self.data.span_id, False, flags, self._trace_state)
+            self._context = context
+        return context
 
     def is_recording(self) -> bool:
         return self._on_end is not None
@@ -168,45 +187,68 @@ class Tracer(trace.Tracer):
         """A span the sampler already decided on (its ``SamplingResult``), in ``trace_id``, with
         ``span_id`` (0: a random one)."""
         decision = sampling.decision
-        span_context = SpanContext(
-            trace_id,
-            span_id or random.getrandbits(64) or 1,
-            is_remote=False,
-            trace_flags=_SAMPLED if decision.is_sampled() else _UNSAMPLED,
-            trace_state=sampling.trace_state,
-        )
+        span_id = span_id or random.getrandbits(64) or 1
         if not decision.is_recording():
-            return NonRecordingSpan(span_context)
-        start_ns, state = start_time or time.time_ns(), _state(sampling)
+            flags = _SAMPLED if decision.is_sampled() else _UNSAMPLED
+            return NonRecordingSpan(SpanContext(trace_id, span_id, False, flags, sampling.trace_state))
+        sampled = decision.is_sampled()
         data = _data(
-            name, parent, trace_id, span_context.span_id, kind, start_ns, _attributes(attributes, sampling), state
+            name,
+            parent,
+            trace_id,
+            span_id,
+            kind,
+            start_time or time.time_ns(),
+            _attributes(attributes, sampling),
+            _state(sampling),
         )
-        data.links = [_link(link) for link in links if link.context.is_valid] if links else ()
+        if links:
+            data.links = [_link(link) for link in links if link.context.is_valid]
         # Recorded but not sampled (RECORD_ONLY): the span is live for this process, but, as
         # with the SDK's processors, never exported.
-        return RecordedSpan(span_context, data, self._on_end if decision.is_sampled() else _unexported)
+        return RecordedSpan(data, sampled, sampling.trace_state, self._on_end if sampled else _unexported)
 
     def over(self, name: str, parent: SpanContext, trace_id: int, sampling: Any, start_ns: int, end_ns: int) -> None:
         """A span the sampler already decided on that is over as it is made (the time a call
         waited): with no attribute to set and nothing to nest under it, it is handed on at
         once, without a span object, when sampled."""
         if sampling.decision.is_sampled():
-            span_id, state = random.getrandbits(64) or 1, _state(sampling)
+            span_id = random.getrandbits(64) or 1
             data = _data(
-                name, parent, trace_id, span_id, SpanKind.INTERNAL, start_ns, _attributes(None, sampling), state
+                name,
+                parent,
+                trace_id,
+                span_id,
+                SpanKind.INTERNAL,
+                start_ns,
+                _attributes(None, sampling),
+                _state(sampling),
             )
             data.end_ns = end_ns
             self._on_end(data)
 
     def child(self, name: str, parent: trace.Span, kind: SpanKind, attributes: dict[str, Any]) -> trace.Span:
         """A span under ``parent``, one of this tracer's recording spans, sampled as it is."""
-        context = parent.get_span_context()
-        span_context = SpanContext(
-            context.trace_id, random.getrandbits(64) or 1, False, context.trace_flags, context.trace_state
+        if not isinstance(parent, RecordedSpan):
+            context = parent.get_span_context()
+            span_id = random.getrandbits(64) or 1
+            data = _data(name, context, context.trace_id, span_id, kind, time.time_ns(), attributes, "")
+            sampled = context.trace_flags.sampled
+            return RecordedSpan(data, sampled, context.trace_state, self._on_end if sampled else _unexported)
+        above = parent.data
+        data = otlp.SpanData(
+            name,
+            above.trace_id,
+            random.getrandbits(64) or 1,
+            above.span_id,
+            kind._value_ + 1,
+            time.time_ns(),
+            0,
+            attributes,
+            above.trace_state,
         )
-        state = parent.data.trace_state if isinstance(parent, RecordedSpan) else ""
-        data = _data(name, context, context.trace_id, span_context.span_id, kind, time.time_ns(), attributes, state)
-        return RecordedSpan(span_context, data, self._on_end if context.trace_flags.sampled else _unexported)
+        sampled = parent.sampled
+        return RecordedSpan(data, sampled, parent._trace_state, self._on_end if sampled else _unexported)
 
     @contextlib.contextmanager
     def start_as_current_span(  # type: ignore[override]  # the API's decorator types it loosely
@@ -237,19 +279,20 @@ def _data(
     trace_state: str,
 ) -> otlp.SpanData:
     """A span's data as it starts (no links yet)."""
+    valid = parent.is_valid
     return otlp.SpanData(
-        name=name,
-        trace_id=trace_id,
-        span_id=span_id,
-        parent_id=parent.span_id if parent.is_valid else 0,
+        name,
+        trace_id,
+        span_id,
+        parent.span_id if valid else 0,
         # OTLP numbers kinds from 1 (0 is "unspecified"); ``_value_`` is a plain attribute, where
         # ``value``, or hashing the member for a lookup, runs Python code (0.2 µs).
-        kind=kind._value_ + 1,
-        start_ns=start_ns,
-        end_ns=0,
-        attributes=attributes,
-        trace_state=trace_state,
-        remote_parent=parent.is_valid and parent.is_remote,
+        kind._value_ + 1,
+        start_ns,
+        0,
+        attributes,
+        trace_state,
+        valid and parent.is_remote,
     )
 
 

@@ -7,6 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from google.protobuf.internal.encoder import _VarintBytes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry import trace
@@ -27,6 +28,9 @@ ids64 = st.integers(min_value=1, max_value=2**64 - 1)
 keys = st.text(min_size=1, max_size=12)
 scalars = st.one_of(
     st.text(max_size=30),
+    # 120 bytes to 18 KB of UTF-8: lengths of one, two and three varint bytes, in every field
+    # that holds this value (the value, the attribute, the span, the scope).
+    st.integers(60, 9000).map(lambda n: "é" * n),
     st.booleans(),
     st.integers(min_value=-(2**63), max_value=2**63 - 1),
     st.floats(allow_nan=False),
@@ -101,6 +105,12 @@ def test_any_batch_decodes_to_what_the_sdks_encoder_writes(batch: list[tuple[otl
 
     assert ours == theirs
     assert again == theirs
+
+
+@given(st.integers(min_value=-(2**63), max_value=2**64 - 1))
+def test_a_varint_is_written_as_protobuf_writes_it(value: int) -> None:
+    # A negative number is written as its 64-bit two's complement, as protobuf writes an int64.
+    assert otlp.varint(value) == _VarintBytes(value % 2**64)
 
 
 def test_an_unsupported_attribute_is_an_error_not_a_wrong_export() -> None:

@@ -7,13 +7,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
-from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision, SamplingResult, TraceIdRatioBased
+from opentelemetry.trace import INVALID_SPAN_CONTEXT, NonRecordingSpan, SpanContext, TraceFlags, TraceState
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from function import tracing
 from function.tracing import attempt_ids, trace_of
 from function.tracing.export import ratio_answers
+from function.tracing.recorder import Tracer
 
 call_ids = st.text(min_size=1, max_size=40)
 traces = st.integers(min_value=1, max_value=2**128 - 1)
@@ -114,3 +115,36 @@ def test_trace_headers_written_directly_are_the_w3c_propagators_own(
     TraceContextTextMapPropagator().inject(carrier, trace.set_span_in_context(NonRecordingSpan(context)))
 
     assert tracing.w3c_headers(context) == list(carrier.items())
+
+
+@given(
+    trace_id=traces,
+    span_id=st.integers(min_value=1, max_value=2**64 - 1),
+    sampled=st.booleans(),
+    state=st.lists(
+        st.tuples(
+            st.from_regex(r"[a-z][a-z0-9]{0,5}", fullmatch=True), st.from_regex(r"[a-z0-9]{1,5}", fullmatch=True)
+        ),
+        max_size=2,
+        unique_by=lambda kv: kv[0],
+    ),
+)
+def test_a_recorded_spans_ids_and_headers_are_those_of_its_span_context(
+    trace_id: int, span_id: int, sampled: bool, state: list[tuple[str, str]]
+) -> None:
+    # The worker reads a kept span's ids from its data, without making its SpanContext.
+    decision = Decision.RECORD_AND_SAMPLE if sampled else Decision.RECORD_ONLY
+    answer = SamplingResult(decision, None, TraceState(state))
+    span = Tracer(ALWAYS_ON, lambda _: None).started("process", INVALID_SPAN_CONTEXT, trace_id, answer, span_id=span_id)
+    before, tracing._w3c_only = tracing._w3c_only, True
+    try:
+        headers, ids = tracing.injected(span), tracing.ids(span)
+    finally:
+        tracing._w3c_only = before
+    context = span.get_span_context()
+    carrier: dict[str, str] = {}
+    TraceContextTextMapPropagator().inject(carrier, trace.set_span_in_context(NonRecordingSpan(context)))
+
+    assert (context.trace_id, context.span_id, context.trace_flags.sampled) == (trace_id, span_id, sampled)
+    assert headers == list(carrier.items())
+    assert ids == {"trace_id": f"{context.trace_id:032x}", "span_id": f"{context.span_id:016x}"}
