@@ -31,7 +31,8 @@ class Cancellations:
         if self.ttl_s <= 0:
             return
         await ensure_bucket(client, self.bucket, self.ttl_s, self.replicas)
-        self._subscription = await client.subscribe(f"$KV.{self.bucket}.>", cb=self._on_cancel)
+        if self._subscription is None:  # run again after a refusal (the runtime retries on_connect)
+            self._subscription = await client.subscribe(f"$KV.{self.bucket}.>", cb=self._on_cancel)
         try:
             for existing in await (await client.jetstream().key_value(self.bucket)).keys():
                 self._expiry[existing] = time.monotonic() + self.ttl_s

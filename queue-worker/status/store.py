@@ -33,7 +33,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import APIError, BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
 from structlog.typing import FilteringBoundLogger
 
 from .running import RUNNING_AFTER_S, Began, Running
@@ -133,8 +133,9 @@ class CallStatus:
             return
         self._client = client
         await ensure_bucket(client, self.bucket, self.ttl_s, self.replicas)
-        self._inbox = client.new_inbox()
-        self._acks = await client.subscribe(f"{self._inbox}.*", cb=self._on_ack)
+        if self._acks is None:  # run again after a refusal (the runtime retries on_connect)
+            self._inbox = client.new_inbox()
+            self._acks = await client.subscribe(f"{self._inbox}.*", cb=self._on_ack)
 
     def started(self, call_id: str, function: str, attempt: int) -> None:
         """Record ``running`` if the call runs a while, unless :meth:`write` records what came
@@ -261,4 +262,10 @@ async def ensure_bucket(client: Client, bucket: str, ttl_s: float, replicas: int
     try:
         await js.key_value(bucket)
     except BucketNotFoundError:
-        await js.create_key_value(KeyValueConfig(bucket=bucket, ttl=ttl_s, storage=StorageType.FILE, replicas=replicas))
+        config = KeyValueConfig(bucket=bucket, ttl=ttl_s, storage=StorageType.FILE, replicas=replicas)
+        try:
+            await js.create_key_value(config)
+        except APIError as exc:
+            # Kept as the server's error (the runtime retries those), naming what was refused.
+            exc.description = f"key-value bucket {bucket}: {exc.description}"
+            raise

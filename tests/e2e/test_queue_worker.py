@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 
 import pytest
 from aiohttp import web
 from nats.aio.client import Client
+from nats.js.api import StreamConfig
 
+from function.status.store import CallStatus
 from harness.natsd import NatsServer
 from harness.publish import QueueRequest, publish_request
 from harness.servers import RecordingServer, answer, wait_until
@@ -218,3 +221,34 @@ async def test_callbacks_go_only_where_the_allowlist_says_and_redirects_are_not_
         assert {e["callId"] for e in worker.events("Callback refused")} == {"refused-1", "metadata-1"}
     finally:
         await elsewhere.close()
+
+
+async def test_a_bucket_that_cannot_be_made_yet_keeps_the_worker_waiting_not_exiting(
+    nc: Client, queue: Queue, gateway: RecordingServer, start_worker: WorkerFactory
+) -> None:
+    # A real refusal: a stream that already takes the bucket's subjects (as a JetStream cluster
+    # refuses a bucket until its peers are up). The worker waits, not ready, and retries.
+    bucket = f"calls-{queue.durable}"
+    blocker = f"blocker-{queue.durable}"
+    await nc.jetstream().add_stream(StreamConfig(name=blocker, subjects=[f"$KV.{bucket}.>"]))
+    worker = start_worker(call_status_bucket=bucket)
+    await wait_until(lambda: bool(worker.events("Function not ready")), 20, "the refusal logged")
+    assert worker.process is not None
+    assert worker.process.poll() is None
+    assert (await worker.get("/_/ready")).status_code == 503
+    [refused] = worker.events("Function not ready")[:1]
+    assert bucket in refused["error"]
+    assert refused["retryIn"] > 0
+
+    await nc.jetstream().delete_stream(blocker)
+
+    await worker.wait_ready()
+    await publish_request(nc, queue.subject, queued("echo", "after-the-wait"))
+    await wait_until(lambda: len(gateway.calls_to("echo")) == 1, 20, "the call")
+    store = CallStatus(bucket, ttl_s=60)
+    for _ in range(200):  # the status is written after the call, without waiting for the server
+        if (found := await store.read(nc, "after-the-wait")) is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert found is not None
+    assert found["state"] == "succeeded"

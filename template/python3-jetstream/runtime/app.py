@@ -167,8 +167,8 @@ async def _consume(
 
     if not await _until_stopped(_prepare(rebind, client, log), stopping):
         return
-    if function.on_connect is not None:
-        await function.on_connect(context)
+    if function.on_connect is not None and not await _until_stopped(_on_connect(function, context), stopping):
+        return
     state.bound = True
     log.info("Subscribed", stream=settings.stream, durable=settings.durable)
 
@@ -243,6 +243,23 @@ async def _prepare(rebind: Callable[[], Awaitable[None]], client: Client, log: F
             else:
                 log.warning("JetStream not ready", error=describe(exc), retryIn=TOPOLOGY_RETRY_S)
             attempts += 1
+            await asyncio.sleep(TOPOLOGY_RETRY_S)
+
+
+async def _on_connect(function: Function, context: Context) -> bool:
+    """Run the function's ``on_connect`` until NATS takes what it asks; True when done.
+
+    While NATS refuses it or does not answer (a key-value bucket a JetStream cluster cannot place
+    until its peers are back, say), the process stays up and not ready and asks again: exiting
+    would hand the wait to the orchestrator's restart back-off, which grows to minutes.
+    """
+    assert function.on_connect is not None
+    while True:
+        try:
+            await function.on_connect(context)
+            return True
+        except (TimeoutError, nats.errors.Error) as exc:
+            context.log.warning("Function not ready", error=describe(exc), retryIn=TOPOLOGY_RETRY_S)
             await asyncio.sleep(TOPOLOGY_RETRY_S)
 
 

@@ -177,7 +177,8 @@ class Function:
     """A loaded function module: its ``handle`` and optional hooks.
 
     ``on_startup`` runs before anything connects (validate settings, open clients there);
-    ``on_connect`` runs once the consumer is bound (create key-value buckets there);
+    ``on_connect`` runs once the consumer is bound (create key-value buckets there), and again
+    every 2 s while it raises a NATS error or times out, so running it twice must be harmless;
     ``http_routes`` adds routes to the server on ``port``; ``on_shutdown`` runs last.
     """
 
