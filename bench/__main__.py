@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -29,7 +30,7 @@ import nats
 from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
 
-from bench import function_mode, trace_cost
+from bench import function_mode, instructions, trace_cost
 from bench.clients import measure_clients
 from bench.limits import function_names, held_in_flight, large_bodies
 from bench.load import measure_server
@@ -345,6 +346,12 @@ async def measure_edges(bench: Bench) -> dict[str, object]:
     print(f"  tracing at 100 in flight, 10% sampled: {tracing_cost}", flush=True)
     parts = trace_cost.measure()
     print(f"  tracing's CPU per attempt and span, ours and the SDK's: {parts}", flush=True)
+    counted: dict[str, float] | None = None
+    if shutil.which("valgrind"):
+        counted = instructions.measure()
+        print(f"  instructions a message, untraced, and added by tracing (thousands): {counted}", flush=True)
+    else:
+        print("  instructions a message: not counted (valgrind is not installed)", flush=True)
     large = {impl: await large_bodies(bench, impl) for impl in ("queue-worker", "hand-written")}
     for impl, figures in large.items():
         print(f"  1 MiB bodies at 100 in flight, {impl}: {figures}", flush=True)
@@ -358,6 +365,7 @@ async def measure_edges(bench: Bench) -> dict[str, object]:
         "call_status_in_turn": status_in_turn,
         "tracing_rate": tracing_cost,
         "tracing_parts": parts,
+        "handler_instructions": counted,
         "large_bodies": large,
         "names": names,
         "held_in_flight": held,

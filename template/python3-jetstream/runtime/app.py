@@ -200,7 +200,7 @@ async def _consume(
             LaneCollector(settings.metrics_namespace, settings.queue_name, consumer, settings.max_inflight)
         )
     refresher = asyncio.create_task(refresh(js, settings, collector, log))
-    _keep_gc_off_the_hot_path(settings.max_inflight)
+    keep_gc_off_the_hot_path(settings.max_inflight)
     try:
         await consumer.run()
     finally:
@@ -208,7 +208,7 @@ async def _consume(
         await asyncio.gather(refresher, return_exceptions=True)
 
 
-def _keep_gc_off_the_hot_path(max_inflight: int) -> None:
+def keep_gc_off_the_hot_path(max_inflight: int) -> None:
     """Freeze what start-up built (modules, settings, clients: never garbage) so that no
     collection walks it again, and collect the young generation less often."""
     gc.collect()
