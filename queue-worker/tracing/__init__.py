@@ -248,7 +248,7 @@ def client_span(name: str, url: str, method: str, parent: Span | None) -> Abstra
     parent-based samplers decide, without asking the sampler again. Like the attempt's span, it
     is not made current: the worker hands each span to what runs under it, which saves
     attaching and detaching a context; the span is its own ``with``."""
-    if parent is None or _tracer is None or not parent.is_recording():
+    if not isinstance(parent, RecordedSpan) or _tracer is None or not parent.is_recording():
         return NO_SPAN
     attributes: dict[str, Any] = {"http.request.method": method, "url.full": url}
     return _tracer.child(name, parent, SpanKind.CLIENT, attributes)

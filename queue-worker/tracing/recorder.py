@@ -227,14 +227,8 @@ class Tracer(trace.Tracer):
             data.end_ns = end_ns
             self._on_end(data)
 
-    def child(self, name: str, parent: trace.Span, kind: SpanKind, attributes: dict[str, Any]) -> trace.Span:
+    def child(self, name: str, parent: RecordedSpan, kind: SpanKind, attributes: dict[str, Any]) -> trace.Span:
         """A span under ``parent``, one of this tracer's recording spans, sampled as it is."""
-        if not isinstance(parent, RecordedSpan):
-            context = parent.get_span_context()
-            span_id = random.getrandbits(64) or 1
-            data = _data(name, context, context.trace_id, span_id, kind, time.time_ns(), attributes, "")
-            sampled = context.trace_flags.sampled
-            return RecordedSpan(data, sampled, context.trace_state, self._on_end if sampled else _unexported)
         above = parent.data
         data = otlp.SpanData(
             name,

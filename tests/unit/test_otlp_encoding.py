@@ -21,7 +21,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
 from function.tracing import otlp
-from function.tracing.recorder import Tracer
+from function.tracing.recorder import RecordedSpan, Tracer
 
 ids128 = st.integers(min_value=1, max_value=2**128 - 1)
 ids64 = st.integers(min_value=1, max_value=2**64 - 1)
@@ -210,6 +210,7 @@ def test_a_child_is_in_its_parents_trace_and_exported_exactly_when_it_is(
     decision = Decision.RECORD_AND_SAMPLE if sampled else Decision.RECORD_ONLY
     result = SamplingResult(decision, trace_state=TraceState(list(state.items())))
     parent = tracer.started("attempt", trace.INVALID_SPAN_CONTEXT, trace_id, result, SpanKind.CONSUMER)
+    assert isinstance(parent, RecordedSpan)
 
     with tracer.child("POST", parent, SpanKind.CLIENT, {"http.request.method": "POST"}) as child:
         child.set_attribute("http.response.status_code", 200)
