@@ -45,6 +45,21 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         REPORT.unlink(missing_ok=True)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
+    # Kept on the test, so a fixture's teardown can tell whether the test itself failed.
+    report: pytest.TestReport = yield
+    if report.when == "call":
+        item.stash[CALL_FAILED] = report.failed
+    return report
+
+
+#: Whether the test's own call failed (set once it has run).
+CALL_FAILED = pytest.StashKey[bool]()
+#: How much of each worker's log a failed test shows.
+LOG_TAIL_CHARS = 20_000
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     from tests.faults.workload import REPORT
 
@@ -128,8 +143,11 @@ async def receiver() -> AsyncIterator[RecordingServer]:
 
 
 @pytest.fixture
-def start_worker(natsd: NatsServer, queue: Queue, gateway: RecordingServer) -> Iterator[WorkerFactory]:
-    """Start a worker bound to this test's queue; every worker started is stopped afterwards."""
+def start_worker(
+    request: pytest.FixtureRequest, natsd: NatsServer, queue: Queue, gateway: RecordingServer
+) -> Iterator[WorkerFactory]:
+    """Start a worker bound to this test's queue; every worker started is stopped afterwards,
+    and, when the test failed, the end of its log is shown with the failure."""
     started: list[WorkerProcess] = []
 
     def start(handler_dir: Path | None = None, **env: str) -> WorkerProcess:
@@ -151,6 +169,8 @@ def start_worker(natsd: NatsServer, queue: Queue, gateway: RecordingServer) -> I
 
     yield start
     for worker in started:
+        if request.node.stash.get(CALL_FAILED, False):
+            print(f"--- worker log, last {LOG_TAIL_CHARS} characters ---\n{worker.log_text()[-LOG_TAIL_CHARS:]}")
         worker.close()
 
 
