@@ -137,9 +137,10 @@ class QueueWorker:
         if not tracing.enabled():
             return tracing.NO_SPAN
         name = f"process {event.subject}"
-        kept = tracing.sampled(
-            name, request.header_value("traceparent"), request.header_value("tracestate"), request.call_id
-        )
+        traceparent = request.header_value("traceparent")
+        # A trace state means nothing without a parent: not looked up for most calls, which have none.
+        tracestate = request.header_value("tracestate") if traceparent else ""
+        kept = tracing.sampled(name, traceparent, tracestate, request.call_id)
         if kept is None:
             return tracing.NO_SPAN
         queued = None

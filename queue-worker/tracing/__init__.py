@@ -129,8 +129,15 @@ def parent(traceparent: str, tracestate: str = "") -> TraceContext:
 
 
 def _derived(text: str, size: int) -> int:
-    """A non-zero id of ``size`` bytes derived from ``text``."""
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=size).digest(), "big") or 1
+    """A non-zero id of ``size`` bytes derived from ``text``: its BLAKE2b digest of that size."""
+    # From a copy of an empty hasher: a quarter less than making one, with its keyword
+    # arguments, for each id (0.58 against 0.78 µs); every attempt derives one, traced or not.
+    hasher = _HASHERS[size].copy()
+    hasher.update(text.encode())
+    return int.from_bytes(hasher.digest(), "big") or 1
+
+
+_HASHERS = {size: hashlib.blake2b(digest_size=size) for size in (8, 16)}
 
 
 def trace_of(parent: TraceContext, call_id: str) -> int:
