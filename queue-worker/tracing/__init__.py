@@ -220,8 +220,7 @@ def injected(span: Span) -> list[tuple[str, str]]:
     """``traceparent`` (and ``tracestate``) naming ``span`` as the parent, for an outgoing request."""
     if _w3c_only:
         if isinstance(span, RecordedSpan) and not span.data.trace_state:  # no SpanContext to make
-            data = span.data
-            return [("traceparent", f"00-{data.trace_id:032x}-{data.span_id:016x}-{'01' if span.sampled else '00'}")]
+            return [("traceparent", _traceparent(span.data.trace_id, span.data.span_id, int(span.sampled)))]
         return w3c_headers(span.get_span_context())
     carrier: dict[str, str] = {}
     propagate.inject(carrier, context=trace.set_span_in_context(span))
@@ -232,10 +231,14 @@ def w3c_headers(context: SpanContext) -> list[tuple[str, str]]:
     """``traceparent`` (and ``tracestate``) for ``context``, as the W3C propagator writes them. Pure."""
     if context == trace.INVALID_SPAN_CONTEXT:
         return []
-    headers = [("traceparent", f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}")]
+    headers = [("traceparent", _traceparent(context.trace_id, context.span_id, context.trace_flags))]
     if context.trace_state:
         headers.append(("tracestate", context.trace_state.to_header()))
     return headers
+
+
+def _traceparent(trace_id: int, span_id: int, flags: int) -> str:
+    return f"00-{trace_id:032x}-{span_id:016x}-{flags:02x}"
 
 
 def with_trace(headers: Iterable[tuple[str, str]], span: Span | None) -> list[tuple[str, str]]:
@@ -289,7 +292,9 @@ def record_status(span: Span | None, status: int, error: str = "") -> None:
 
 def ids(span: Span) -> dict[str, str]:
     """``trace_id`` and ``span_id`` for log lines, so logs and traces link."""
-    if isinstance(span, RecordedSpan):
-        return {"trace_id": f"{span.data.trace_id:032x}", "span_id": f"{span.data.span_id:016x}"}
-    context = span.get_span_context()
-    return {"trace_id": f"{context.trace_id:032x}", "span_id": f"{context.span_id:016x}"}
+    if isinstance(span, RecordedSpan):  # read from its data, without making its SpanContext
+        trace_id, span_id = span.data.trace_id, span.data.span_id
+    else:
+        context = span.get_span_context()
+        trace_id, span_id = context.trace_id, context.span_id
+    return {"trace_id": f"{trace_id:032x}", "span_id": f"{span_id:016x}"}
