@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from structlog.typing import FilteringBoundLogger
 
-from runtime import ConfigError, describe
+from runtime import ConfigError, cancel_and_wait, describe
 
 from .otlp import Encoder, SpanData
 
@@ -155,7 +155,5 @@ class Batches:
         except TimeoutError:
             self._log.warning("Trace spans not exported before shutdown", spans=len(self._waiting))
         finally:
-            if self._task is not None and not self._task.done():
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
+            if self._task is not None:
+                await cancel_and_wait(self._task)

@@ -21,6 +21,7 @@ from tests.support import Queue, WorkerFactory, create_stream, queued, stream_me
 
 pytestmark = pytest.mark.e2e
 PROBE = Path(__file__).parent / "handlers" / "probe"
+STUBBORN = Path(__file__).parent / "handlers" / "stubborn"
 
 
 def _received(worker: object, data: str) -> list[dict[str, object]]:
@@ -118,6 +119,36 @@ async def test_sigterm_lets_the_running_call_finish_and_exits_zero(
     assert drained[0]["returned"] == 0
     # The finished call was acked; the unstarted one is still there for the next worker.
     assert await stream_messages(nc, queue) == 1
+
+
+async def test_sigterm_stops_the_worker_even_when_a_task_loses_its_cancellation(start_worker: WorkerFactory) -> None:
+    # The function's on_connect, cancelled at SIGTERM, goes on as if it never was: the runtime
+    # must cancel it again, not wait for it forever (a function-mode worker once hung so, its
+    # discovery task cancelled just as a stream-info answer came).
+    worker = start_worker(STUBBORN)
+    await wait_until(lambda: bool(worker.events("Waiting in on_connect")), 10, "on_connect to start")
+
+    assert worker.terminate(timeout_s=15) == 0
+
+    assert worker.events("Cancellation lost")
+    assert worker.events("Stopped")
+
+
+async def test_a_call_that_loses_its_cancellation_is_cut_short_all_the_same_and_handed_back(
+    nc: Client, queue: Queue, start_worker: WorkerFactory
+) -> None:
+    worker = start_worker(PROBE, shutdown_timeout="1s")
+    await worker.wait_ready()
+    await nc.jetstream().publish(queue.subject, b"lose a cancellation")
+    await wait_until(lambda: bool(_received(worker, "lose a cancellation")), 10, "the call to start")
+
+    assert worker.terminate(timeout_s=15) == 0
+
+    assert worker.events("Cancellation lost")
+    drained = worker.events("In-flight calls drained")
+    assert drained
+    assert drained[0]["returned"] == 1
+    assert await stream_messages(nc, queue) == 1  # handed back for the next worker
 
 
 async def test_a_connection_closed_for_good_ends_the_process_so_it_is_restarted(

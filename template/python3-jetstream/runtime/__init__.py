@@ -15,6 +15,7 @@ from .lanes import MAX_INFLIGHT_HEADER, function_subject
 from .loop_metrics import LoopCounter, LoopGauge, LoopHistogram
 from .metrics import DURATION_BUCKETS
 from .settings import Settings
+from .tasks import cancel_and_wait
 
 __all__ = [
     "DURATION_BUCKETS",
@@ -38,6 +39,7 @@ __all__ = [
     "Retry",
     "Settings",
     "Terminate",
+    "cancel_and_wait",
     "describe",
     "format_duration",
     "function_subject",

@@ -39,6 +39,7 @@ from .loader import load_function
 from .metrics import RuntimeMetrics
 from .settings import Settings
 from .stream_state import StreamStateCollector, refresh, subject_counts
+from .tasks import cancel_and_wait
 
 T = TypeVar("T")
 
@@ -138,8 +139,7 @@ async def serve(settings: Settings, function: Function, log: FilteringBoundLogge
         state.bound = False
         state.closing = True
         await _shut_down(function, context, client, log)
-        lock.cancel()
-        await asyncio.gather(lock, return_exceptions=True)
+        await cancel_and_wait(lock)
         await served.close()
         log.info("Stopped")
 
@@ -204,8 +204,7 @@ async def _consume(
     try:
         await consumer.run()
     finally:
-        refresher.cancel()
-        await asyncio.gather(refresher, return_exceptions=True)
+        await cancel_and_wait(refresher)
 
 
 def keep_gc_off_the_hot_path(max_inflight: int) -> None:
@@ -275,10 +274,7 @@ async def _until_stopped(work: Awaitable[T], stopping: asyncio.Event) -> T | Non
     try:
         await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        waiter.cancel()
-        if not task.done():
-            task.cancel()
-        await asyncio.gather(task, waiter, return_exceptions=True)
+        await cancel_and_wait(task, waiter)
     return task.result() if not task.cancelled() else None
 
 

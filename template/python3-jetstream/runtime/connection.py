@@ -18,6 +18,7 @@ from structlog.typing import FilteringBoundLogger
 from .contract import ConsumerNeeds
 from .errors import ConfigError, describe
 from .settings import Settings
+from .tasks import cancel_and_wait
 
 #: JetStream's refusals of a second consumer on a work-queue stream (unfiltered, or overlapping).
 WORK_QUEUE_TAKEN = frozenset({10099, 10100})
@@ -109,8 +110,7 @@ async def connect(
     # retrying cannot help then, so start-up fails at once, naming the setting.
     await asyncio.wait({connecting, refused}, return_when=asyncio.FIRST_COMPLETED)
     if not connecting.done():
-        connecting.cancel()
-        await asyncio.gather(connecting, return_exceptions=True)
+        await cancel_and_wait(connecting)
         raise ConfigError("nats_auth", auth.mode, f"NATS refused these credentials ({refused.result()})")
     client = connecting.result()
     state.connected = True

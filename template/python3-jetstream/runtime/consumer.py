@@ -49,6 +49,7 @@ from .numbers import ascii_int_or_none
 from .pulls import GRACE_S, Pulls, free_slots, refill_at
 from .settings import Settings
 from .settle import Action, apply, plan
+from .tasks import RECANCEL_S, cancel_and_wait
 
 #: What a handler may return besides None (a tuple built once: a union is built at each use).
 OUTCOMES = (Ack, Retry, Terminate, DeadLetter)
@@ -202,9 +203,7 @@ class Consumer:
             await self._pull()
         finally:
             await asyncio.gather(self._close_pulls(subscription), self._drain())
-            for task in helpers:
-                task.cancel()
-            await asyncio.gather(*helpers, return_exceptions=True)
+            await cancel_and_wait(*helpers)
 
     def _helper_done(self, task: asyncio.Task[object]) -> None:
         """A helper that ends on its own has failed (a bug): stop, so the orchestrator starts a
@@ -628,12 +627,17 @@ class Consumer:
             return
         timeout = self._settings.shutdown_timeout_s
         self._log.info("Waiting for in-flight calls", count=len(self._inflight), timeout=timeout)
-        done, pending = await asyncio.wait(set(self._inflight), timeout=timeout)
-        for task in pending:
-            if not self._inflight[task].settling:
-                task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-        self._log.info("In-flight calls drained", finished=len(done), returned=len(pending))
+        done, cut_short = await asyncio.wait(set(self._inflight), timeout=timeout)
+        pending = cut_short
+        while pending:
+            # Cancelled again while it runs on (a cancellation can be lost: see runtime/tasks.py),
+            # but never while it settles: that is what it does when cancelled.
+            for task in pending:
+                if not self._inflight[task].settling:
+                    task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=RECANCEL_S)
+        await asyncio.gather(*cut_short, return_exceptions=True)  # each one's exception retrieved
+        self._log.info("In-flight calls drained", finished=len(done), returned=len(cut_short))
 
 
 def _adapt(lane: Lane, outcome: Outcome | None) -> None:

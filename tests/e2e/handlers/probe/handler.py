@@ -18,6 +18,13 @@ async def handle(event: Event, context: Context) -> Outcome | None:
         return "not an outcome"  # type: ignore[return-value]
     if text.startswith("sleep:"):
         await asyncio.sleep(float(text.removeprefix("sleep:")))
+    if text == "lose a cancellation":
+        # As asyncio.wait_for does on Python 3.11 when its answer comes in the same turn.
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            context.log.info("Cancellation lost")
+        await asyncio.Event().wait()
     if text == "term":
         return Terminate(reason="asked to")
     if text == "none":
