@@ -21,7 +21,6 @@ from tests.support import Queue, WorkerFactory, create_stream, queued, stream_me
 
 pytestmark = pytest.mark.e2e
 PROBE = Path(__file__).parent / "handlers" / "probe"
-STUBBORN = Path(__file__).parent / "handlers" / "stubborn"
 
 
 def _received(worker: object, data: str) -> list[dict[str, object]]:
@@ -125,7 +124,7 @@ async def test_sigterm_stops_the_worker_even_when_a_task_loses_its_cancellation(
     # The function's on_connect, cancelled at SIGTERM, goes on as if it never was: the runtime
     # must cancel it again, not wait for it forever (a function-mode worker once hung so, its
     # discovery task cancelled just as a stream-info answer came).
-    worker = start_worker(STUBBORN)
+    worker = start_worker(PROBE, probe_on_connect="lose a cancellation")
     await wait_until(lambda: bool(worker.events("Waiting in on_connect")), 10, "on_connect to start")
 
     assert worker.terminate(timeout_s=15) == 0
