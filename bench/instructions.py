@@ -3,9 +3,11 @@ tracing adds to an attempt the sampler drops and to one it keeps (its three span
 they are for export).
 
 Timing cannot show a change of a few percent on this shared machine: the same handler, timed in
-process, moves by a tenth from one pass to the next. An instruction count (callgrind's) moves by
-under 1%, so two versions of the message path can be compared closely, though not what they
-cost in time: caches and the rest of the process are left out.
+process, moves by a tenth from one pass to the next. An instruction count (callgrind's) of a run
+with a fixed hash seed (``PYTHONHASHSEED=0``) moves by about 0.001% from run to run (0.07% with
+a random seed, which lays out every dict and set anew: 600 messages, four runs each, by hand), so
+two versions of the message path can be compared closely, though not what they cost in time:
+caches and the rest of the process are left out.
 
 The handler runs in this process as the worker runs it, 100 messages at a time and with its
 garbage collector settings, with a ``MockTransport`` for the gateway (no I/O) and call status
@@ -126,7 +128,8 @@ def _counted(arm: str, messages: int) -> int:
     """Instructions of one child process running ``arm`` on ``messages`` messages."""
     command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
     command += [sys.executable, "-m", "bench.instructions", "--arm", arm, "--messages", str(messages)]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
+    environ = {**os.environ, "PYTHONHASHSEED": "0"}  # the same dict and set layouts in every run
+    done = subprocess.run(command, cwd=ROOT, env=environ, capture_output=True, text=True, check=True)
     found = re.search(r"Collected : (\d+)", done.stderr)
     if found is None:
         raise RuntimeError(f"no instruction count from callgrind:\n{done.stderr[-2000:]}")
