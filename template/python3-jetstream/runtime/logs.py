@@ -175,7 +175,9 @@ def configure(*, encoding: str, debug: bool, stream: TextIO | None = None) -> Fi
         logger_factory=_writer_factory(stream or sys.stderr),
         cache_logger_on_first_use=True,
     )
-    logger: FilteringBoundLogger = structlog.get_logger()
+    # The bound logger itself, not structlog's lazy proxy: each message binds its fields to it,
+    # and the proxy's bind costs a call more than the logger's.
+    logger: FilteringBoundLogger = structlog.get_logger().bind()
     return logger
 
 
