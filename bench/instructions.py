@@ -108,8 +108,8 @@ async def _handle(messages: int, log_stream: TextIO) -> None:
             await worker.handle(Event(data, {}, "faas-request", 7, 1, datetime.now(UTC)), context)
 
     # As many made in every run, whatever it handles: the difference between two runs is then
-    # the handling alone, not the making of the messages (a tenth of it, when they were made
-    # as they were handled).
+    # the handling alone, not the making of the messages (a quarter of the count, when they
+    # were made as they were handled).
     made = [
         encode(
             QueueRequest(

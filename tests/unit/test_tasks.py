@@ -131,3 +131,27 @@ async def test_what_the_tasks_raised_is_not_raised_again() -> None:
     await asyncio.sleep(0)
     await cancel_and_wait(*tasks)
     assert [type(task.exception()) for task in tasks] == [RuntimeError, ValueError]
+
+
+async def test_a_spared_task_is_left_to_finish_what_it_does_when_cancelled() -> None:
+    # As a call handing its message back on shutdown: cancelled again while it does, the
+    # message would be left to wait out ack_wait.
+    settling: set[asyncio.Future[None]] = set()
+    log: list[str] = []
+
+    async def call() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            settling.add(task)
+            await asyncio.sleep(5 * RECANCEL_S)  # cut short if cancelled again
+            log.append("settled")
+            raise
+
+    task = asyncio.create_task(call())
+    await asyncio.sleep(0)
+    async with asyncio.timeout(BOUND_S):
+        await cancel_and_wait(task, spare=settling.__contains__)
+
+    assert log == ["settled"]
+    assert task.cancelled()

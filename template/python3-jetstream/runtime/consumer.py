@@ -49,7 +49,7 @@ from .numbers import ascii_int_or_none
 from .pulls import GRACE_S, Pulls, free_slots, refill_at
 from .settings import Settings
 from .settle import Action, apply, plan
-from .tasks import RECANCEL_S, cancel_and_wait
+from .tasks import cancel_and_wait
 
 #: What a handler may return besides None (a tuple built once: a union is built at each use).
 OUTCOMES = (Ack, Retry, Terminate, DeadLetter)
@@ -628,15 +628,8 @@ class Consumer:
         timeout = self._settings.shutdown_timeout_s
         self._log.info("Waiting for in-flight calls", count=len(self._inflight), timeout=timeout)
         done, cut_short = await asyncio.wait(set(self._inflight), timeout=timeout)
-        pending = cut_short
-        while pending:
-            # Cancelled again while it runs on (a cancellation can be lost: see runtime/tasks.py),
-            # but never while it settles: that is what it does when cancelled.
-            for task in pending:
-                if not self._inflight[task].settling:
-                    task.cancel()
-            _, pending = await asyncio.wait(pending, timeout=RECANCEL_S)
-        await asyncio.gather(*cut_short, return_exceptions=True)  # each one's exception retrieved
+        # Never cancelled while it settles: that is what it does when cancelled.
+        await cancel_and_wait(*cut_short, spare=lambda task: self._inflight[task].settling)
         self._log.info("In-flight calls drained", finished=len(done), returned=len(cut_short))
 
 
