@@ -63,10 +63,17 @@ async def on_startup(context: Context) -> None:
         settings.call_status_bucket,
         settings.call_status_ttl_s,
         replicas=replicas,
+        max_calls=settings.call_status_max_calls,
         log=context.log,
         on_failure=lambda reason: metrics.status_failures.labels(metrics.queue, reason).inc(),
     )
-    cancellations = Cancellations(f"{settings.call_status_bucket}-cancelled", settings.call_status_ttl_s, replicas)
+    cancellations = Cancellations(
+        f"{settings.call_status_bucket}-cancelled",
+        settings.call_status_ttl_s,
+        replicas,
+        max_calls=settings.call_status_max_calls,
+        log=context.log,
+    )
     functions = None
     # Function mode reads a function's cap on calls at once from its annotations too.
     if settings.check_function_exists or settings.retry_annotations or context.settings.function_mode:

@@ -16,6 +16,8 @@ from .wire.limits import Limits
 
 #: Statuses retried unless ``retry_http_codes`` says otherwise (the OpenFaaS chart's list).
 DEFAULT_RETRY_CODES = "408,429,500,502,503,504"
+#: Calls whose status is kept at most: about 50 MB of nats-server memory (``status/store.py``).
+DEFAULT_STATUS_MAX_CALLS = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +39,8 @@ class WorkerSettings:
     debug: bool
     #: How long call status is kept; 0 switches call status and cancelling off.
     call_status_ttl_s: float
+    #: Most calls whose status is kept (each costs nats-server memory while it is).
+    call_status_max_calls: int
     call_status_bucket: str
     #: Object store bucket for results too large to travel in a callback job.
     callback_results_bucket: str
@@ -93,6 +97,9 @@ class WorkerSettings:
             tls_insecure=env.boolean("tls_insecure", False),
             debug=env.boolean("debug", False),
             call_status_ttl_s=env.duration("call_status_ttl", 24 * 3600.0),
+            call_status_max_calls=env.integer(
+                "call_status_max_calls", DEFAULT_STATUS_MAX_CALLS, minimum=1, maximum=1_000_000_000
+            ),
             call_status_bucket=env.string("call_status_bucket", "queue-worker-calls"),
             callback_results_bucket=env.string("callback_results_bucket", "queue-worker-results"),
             check_function_exists=env.boolean("check_function_exists", False),

@@ -10,6 +10,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.errors import NoKeysError
+from structlog.typing import FilteringBoundLogger
 
 from .store import ensure_bucket, key
 
@@ -22,6 +23,9 @@ class Cancellations:
     bucket: str
     ttl_s: float
     replicas: int = 1
+    #: Most cancellations kept (the oldest is dropped to take a new one).
+    max_calls: int = -1
+    log: FilteringBoundLogger | None = None
     #: Bucket key to when it is forgotten (monotonic clock).
     _expiry: dict[str, float] = field(default_factory=dict)
     _subscription: Subscription | None = None
@@ -30,7 +34,7 @@ class Cancellations:
         """Create the bucket if missing, load what it holds, and follow what is added."""
         if self.ttl_s <= 0:
             return
-        await ensure_bucket(client, self.bucket, self.ttl_s, self.replicas)
+        await ensure_bucket(client, self.bucket, self.ttl_s, self.replicas, self.max_calls, self.log)
         if self._subscription is None:  # run again after a refusal (the runtime retries on_connect)
             self._subscription = await client.subscribe(f"$KV.{self.bucket}.>", cb=self._on_cancel)
         try:

@@ -82,6 +82,8 @@ def test_a_bad_runtime_setting_names_the_variable(variable: str, value: str) -> 
         ("callback_retry_attempts", "0"),
         ("callback_initial_retry_wait", "1"),
         ("callback_max_retry_wait", "-5s"),
+        ("call_status_max_calls", "0"),
+        ("call_status_max_calls", "unlimited"),
     ],
 )
 def test_a_bad_worker_setting_names_the_variable_and_what_it_accepts(variable: str, value: str) -> None:
