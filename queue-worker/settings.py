@@ -16,7 +16,7 @@ from .wire.limits import Limits
 
 #: Statuses retried unless ``retry_http_codes`` says otherwise (the OpenFaaS chart's list).
 DEFAULT_RETRY_CODES = "408,429,500,502,503,504"
-#: Calls whose status is kept at most: about 50 MB of nats-server memory (``status/store.py``).
+#: Calls whose status is kept at most: 85 MB of nats-server memory when full (``status/store.py``).
 DEFAULT_STATUS_MAX_CALLS = 100_000
 
 
