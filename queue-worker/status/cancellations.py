@@ -39,12 +39,18 @@ class Cancellations:
             self._subscription = await client.subscribe(f"$KV.{self.bucket}.>", cb=self._on_cancel)
         try:
             for existing in await (await client.jetstream().key_value(self.bucket)).keys():
-                self._expiry[existing] = time.monotonic() + self.ttl_s
+                self._remember(existing)
         except NoKeysError:
             pass
 
     async def _on_cancel(self, msg: Msg) -> None:
-        self._expiry[msg.subject.rsplit(".", 1)[1]] = time.monotonic() + self.ttl_s
+        self._remember(msg.subject.rsplit(".", 1)[1])
+
+    def _remember(self, cancelled: str) -> None:
+        """Follow the bucket, which keeps at most ``max_calls``: the oldest is forgotten first."""
+        self._expiry[cancelled] = time.monotonic() + self.ttl_s
+        if 0 < self.max_calls < len(self._expiry):
+            del self._expiry[next(iter(self._expiry))]
 
     def __contains__(self, call_id: object) -> bool:
         """Whether the call was cancelled."""

@@ -14,6 +14,7 @@ import pytest
 from nats.aio.client import Client
 from nats.js.api import DiscardPolicy, KeyValueConfig, StorageType, StreamConfig
 
+from function.status.cancellations import Cancellations
 from function.status.store import CallStatus, ensure_bucket
 from harness.natsd import NatsServer
 from harness.publish import publish_request
@@ -131,3 +132,24 @@ async def test_a_worker_that_may_not_change_the_limits_warns_and_keeps_working(
     finally:
         await nc.close()
         natsd.close()
+
+
+async def test_the_cancellations_a_worker_follows_are_capped_as_the_bucket_is(natsd: NatsServer) -> None:
+    bucket = f"cancelled-{uuid.uuid4().hex[:8]}"
+    nc = await nats.connect(natsd.url)
+    following = Cancellations(bucket, ttl_s=60, max_calls=5)
+    try:
+        await following.connect(nc)
+        for n in range(12):
+            await following.cancel(nc, f"call-{n}")
+        await nc.flush()
+        await wait_until(lambda: "call-11" in following, 5, "the last cancellation followed")
+        assert [f"call-{n}" in following for n in range(12)] == [False] * 7 + [True] * 5
+        # A worker starting now loads the same five from the bucket.
+        late = Cancellations(bucket, ttl_s=60, max_calls=5)
+        await late.connect(nc)
+        assert [f"call-{n}" in late for n in range(12)] == [False] * 7 + [True] * 5
+        await late.close()
+    finally:
+        await following.close()
+        await nc.close()
