@@ -12,6 +12,7 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 import pytest
 from aiohttp import web
@@ -226,11 +227,15 @@ async def test_a_decided_request_whose_dead_letter_cannot_be_stored_is_never_inv
         )
     )
     calls = await js.create_key_value(KeyValueConfig(bucket="queue-worker-calls", max_bytes=400, ttl=3600))
-    await calls.put("filler", b"x" * 300)  # full: every status write is refused
+    await calls.put("filler", b"x" * 300)
     load = Workload("dead-letter store full", 3, queue, gateway, receiver, Work())
     gateway.behaviours["work"] = _always(500)
     worker = start_worker(nats_url=private_natsd.url, max_retry_attempts="2")
     await worker.wait_ready()
+    # The worker makes its bucket drop the oldest value when full; made to refuse again, as a
+    # full store does, every status write is refused.
+    bucket = (await js.stream_info("KV_queue-worker-calls")).config
+    await js.update_stream(replace(bucket, discard=DiscardPolicy.NEW))
     await load.publish(nc)
 
     await wait_until(lambda: len(worker.events("Dead letter not stored")) >= 3, 30, "refused dead letters")
