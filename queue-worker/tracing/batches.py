@@ -13,6 +13,11 @@ The batching follows the SDK's ``OTEL_BSP_*`` variables: a batch goes out every
 ``OTEL_BSP_SCHEDULE_DELAY`` ms, or as soon as ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE`` spans are
 waiting; beyond ``OTEL_BSP_MAX_QUEUE_SIZE`` waiting spans new ones are dropped and counted;
 at shutdown what is left goes out within ``OTEL_BSP_EXPORT_TIMEOUT`` ms.
+
+At shutdown a failed export is not tried again, and the first one that fails ends the export:
+with a collector that is down, the SDK's client retried each batch with back-off for its
+timeout, so the worker took 31-32 s to exit after SIGTERM, past Kubernetes' default grace
+period of 30 s, which would have killed it.
 """
 
 from __future__ import annotations
@@ -70,21 +75,25 @@ class BatchSettings:
 class Batches:
     """Spans waiting for export, and the task that sends them.
 
-    ``send`` posts one encoded request and says whether it was taken; it blocks, and is run in
-    a thread. :meth:`ended` is called on the event loop's thread.
+    ``send`` posts one encoded request and returns why it was not taken (``""`` when it was);
+    it blocks, and is run in a thread. ``stop_retries``, called as shutdown begins, makes a
+    ``send`` under way or to come try only once. :meth:`ended` is called on the event loop's
+    thread.
     """
 
     def __init__(
         self,
         encoder: Encoder,
-        send: Callable[[bytes], bool],
+        send: Callable[[bytes], str],
         settings: BatchSettings,
         log: FilteringBoundLogger,
+        stop_retries: Callable[[], None] | None = None,
     ) -> None:
         self._encoder = encoder
         self._send = send
         self._settings = settings
         self._log = log
+        self._stop_retries = stop_retries
         #: Spans ended, waiting for export.
         self._waiting: list[SpanData] = []
         self._full = asyncio.Event()
@@ -135,17 +144,24 @@ class Batches:
             if not encoded:
                 continue
             try:
-                sent = await asyncio.to_thread(self._send, self._encoder.request(encoded))
-                problem = "" if sent else "refused"
+                problem = await asyncio.to_thread(self._send, self._encoder.request(encoded))
             except Exception as exc:  # a failed export never stops the ones after it
                 problem = describe(exc)
             if problem:
                 self.failed += len(encoded)
                 self._log.warning("Trace spans not exported", spans=len(encoded), error=problem)
+                if self._closing and self._waiting:  # shutting down: no more waiting on it
+                    self.failed += len(self._waiting)
+                    self._log.warning(
+                        "Trace spans not exported before shutdown", spans=len(self._waiting), error=problem
+                    )
+                    self._waiting.clear()
 
     async def close(self) -> None:
-        """Export what is left, within the export timeout, and stop the task."""
+        """Export what is left, within the export timeout and with no retries, and stop the task."""
         self._closing = True
+        if self._stop_retries is not None:
+            self._stop_retries()
         self._full.set()
         try:
             async with asyncio.timeout(self._settings.export_timeout_ms / 1000):

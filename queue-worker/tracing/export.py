@@ -65,6 +65,8 @@ class LoopTransport(BaseHTTPTransport):
     def __init__(self, loop: asyncio.AbstractEventLoop, transport: HTTPTransport) -> None:
         self._loop = loop
         self._transport = transport
+        #: What the last request that failed met, for an export given up without saying why.
+        self.last_failure = ""
 
     def request(
         self,
@@ -80,8 +82,12 @@ class LoopTransport(BaseHTTPTransport):
                 self._send(method, url, list((headers or {}).items()), data or b"", within_s=timeout), self._loop
             ).result()
         except Exception as exc:  # the client decides, from the error, whether to try again
+            self.last_failure = describe(exc)
             return _Result(error=exc)
-        return _Result(status_code=response.status, reason=describe_status(response), response=response)
+        reason = describe_status(response)
+        if not 200 <= response.status < 300:
+            self.last_failure = f"status {reason}"
+        return _Result(status_code=response.status, reason=reason, response=response)
 
     async def _send(
         self, method: str, url: str, headers: list[tuple[str, str]], body: bytes, *, within_s: float | None
@@ -92,13 +98,26 @@ class LoopTransport(BaseHTTPTransport):
         except TransportTimeout:
             raise
         except TimeoutError:  # only the client's own timeout raises it bare
-            raise TransportTimeout(f"no answer within {within_s}s") from None
+            raise TransportTimeout(f"no answer within {within_s:.1f}s") from None
 
     def is_connection_error(self, exception: Exception | None) -> bool:
         return isinstance(exception, ConnectFailed | ConnectionBroken | TransportTimeout)
 
     def close(self) -> None:
         self._loop.call_soon_threadsafe(self._transport.close)
+
+
+def not_taken(result: Any, last_failure: str = "") -> str:
+    """Why the client's export was not taken, from its result, or ``""`` when it was; a result
+    with no reason (retries given up at shutdown) gives ``last_failure``'s. Pure."""
+    if result.success:
+        return ""
+    if result.status_code is not None:
+        code, reason = str(result.status_code), result.reason or ""
+        return f"status {reason if reason.startswith(code) else f'{code} {reason}'.rstrip()}"
+    if result.error is not None:
+        return describe(result.error)
+    return f"retries given up at shutdown{f' after {last_failure}' if last_failure else ''}"
 
 
 def describe_status(response: Response) -> str:
@@ -170,21 +189,30 @@ class Configured:
         # A provider is the SDK's one reader of OTEL_TRACES_SAMPLER; it makes no spans here.
         sampler = TracerProvider(resource=resource).sampler
         options: dict[str, Any] = {}
+        loop_transport: LoopTransport | None = None
         if not any(environ.get(variable) for variable in _CREDENTIAL_PROVIDERS):
             # The client's own timeout bounds each request; this one only stops a stuck one.
             transport = HTTPTransport(
                 timeout_s=3600, user_agent=f"queue-worker/{version}", max_idle=2, tls=tls_context(environ)
             )
-            options["_transport"] = LoopTransport(asyncio.get_running_loop(), transport)
+            loop_transport = options["_transport"] = LoopTransport(asyncio.get_running_loop(), transport)
         exporter = OTLPSpanExporter(**options)
 
-        def send(data: bytes) -> bool:
-            # _client is the exporter's own HTTP client (a pinned version; the tracing tests
-            # export through it): the part of export() that follows the SDK's encoder.
-            return bool(exporter._client.export(data).success)
+        # _client is the exporter's own HTTP client (a pinned version; the tracing tests export
+        # through it): the part of export() that follows the SDK's encoder.
+        client = exporter._client
+
+        def send(data: bytes) -> str:
+            return not_taken(client.export(data), loop_transport.last_failure if loop_transport is not None else "")
+
+        def stop_retries() -> None:
+            # What the client's own shutdown sets, without closing it: a failed request is not
+            # tried again (nor waited on with back-off) while the last spans go out.
+            client._shutdown_event.set()
 
         encoder = Encoder(dict(resource.attributes), "queue-worker", version)
-        return cls(sampler, Batches(encoder, send, settings, log), exporter, *ratio_answers(sampler))
+        batches = Batches(encoder, send, settings, log, stop_retries)
+        return cls(sampler, batches, exporter, *ratio_answers(sampler))
 
     async def close(self) -> None:
         """Export what is left, then close the client."""

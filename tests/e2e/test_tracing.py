@@ -8,6 +8,7 @@ import asyncio
 import itertools
 import os
 import ssl
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 
 from function.tracing import trace_of
 from harness.otlp import OtlpReceiver, ReceivedSpan
+from harness.ports import free_port
 from harness.publish import publish_request
 from harness.servers import RecordingServer, wait_until
 from tests.support import Queue, WorkerFactory, queued
@@ -268,3 +270,55 @@ async def test_spans_reach_a_collector_over_mutual_tls_compressed_as_configured(
     assert collector.url.startswith("https://")
     assert {s.attributes.get("messaging.message.id") for s in collector.spans if s.kind == CONSUMER} == {"over-tls"}
     assert collector.encodings == {"gzip"}
+
+
+@pytest.fixture
+async def silent_collector() -> AsyncIterator[str]:
+    """An endpoint that takes connections and never answers (a collector that hangs)."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    for writer in held:
+        writer.close()
+    server.close()
+    await server.wait_closed()
+
+
+@pytest.mark.parametrize("down", ["refusing", "silent"])
+async def test_a_collector_that_is_down_costs_the_shutdown_one_export_not_the_grace_period(
+    down: str,
+    silent_collector: str,
+    nc: Client,
+    queue: Queue,
+    gateway: RecordingServer,
+    start_worker: WorkerFactory,
+) -> None:
+    endpoint = silent_collector if down == "silent" else f"http://127.0.0.1:{free_port()}"  # nobody listens
+    worker = start_worker(
+        OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
+        OTEL_TRACES_SAMPLER="always_on",
+        OTEL_BSP_SCHEDULE_DELAY="100",
+        # Many small batches waiting at shutdown, each of which the client would try for 1 s.
+        OTEL_BSP_MAX_EXPORT_BATCH_SIZE="8",
+        OTEL_EXPORTER_OTLP_TIMEOUT="1",
+    )
+    await worker.wait_ready()
+    for n in range(150):
+        await publish_request(nc, queue.subject, queued("echo", f"down-{n}"))
+    await wait_until(lambda: len(gateway.calls_to("echo")) == 150, 20, "the calls")
+
+    started = time.monotonic()
+    assert await asyncio.to_thread(worker.terminate, 60) == 0
+    took = time.monotonic() - started
+
+    # Before, the export at shutdown tried each waiting batch for its timeout, until the export
+    # timeout (30 s) ran out: past Kubernetes' default grace period.
+    assert took < 10, f"exited {took:.1f}s after SIGTERM"
+    errors = " ".join(line["error"] for line in worker.events("Trace spans not exported"))
+    assert ("ConnectFailed" if down == "refusing" else "TransportTimeout") in errors
+    [last] = worker.events("Trace spans not exported before shutdown")
+    assert last["spans"] > 0

@@ -28,11 +28,11 @@ class Sent:
         self.threads: set[int] = set()
         self.accept = accept
 
-    def __call__(self, data: bytes) -> bool:
+    def __call__(self, data: bytes) -> str:
         self.threads.add(threading.get_ident())
         request = ExportTraceServiceRequest.FromString(data)
         self.batches.append([span.name for r in request.resource_spans for s in r.scope_spans for span in s.spans])
-        return self.accept
+        return "" if self.accept else "status 503"
 
 
 def _batches(sent: Sent, **settings: int) -> Batches:
@@ -129,7 +129,7 @@ def test_an_export_that_raises_is_counted_and_the_next_batch_still_goes_out() ->
     sent = Sent()
     calls = 0
 
-    def flaky(data: bytes) -> bool:
+    def flaky(data: bytes) -> str:
         nonlocal calls
         calls += 1
         if calls == 1:
@@ -137,14 +137,42 @@ def test_an_export_that_raises_is_counted_and_the_next_batch_still_goes_out() ->
         return sent(data)
 
     async def run() -> int:
-        batches = Batches(Encoder({}, "qw", "1"), flaky, BatchSettings(batch_size=2), LOG)
+        batches = Batches(Encoder({}, "qw", "1"), flaky, BatchSettings(batch_size=2, schedule_delay_ms=60_000), LOG)
+        batches.start()
         for index in range(4):
             batches.ended(_span(index))
+        for _ in range(500):  # both batches go out while running, the first one failing
+            if sent.batches:
+                break
+            await asyncio.sleep(0.01)
         await batches.close()
         return batches.failed
 
     assert asyncio.run(run()) == 2
     assert sent.batches == [["s2", "s3"]]
+
+
+@settings(max_examples=30, deadline=None)
+@given(waiting=st.integers(min_value=1, max_value=40), batch=st.integers(min_value=1, max_value=8))
+def test_at_shutdown_the_first_failed_export_ends_it_and_nothing_is_retried(waiting: int, batch: int) -> None:
+    """A collector that is down costs one export at shutdown, however much is waiting, and the
+    client is told to stop retrying before it is asked."""
+    order: list[str] = []
+
+    def down(data: bytes) -> str:
+        order.append("send")
+        return "ConnectFailed: connection refused"
+
+    async def run() -> int:
+        stop = lambda: order.append("stop retries")  # noqa: E731
+        batches = Batches(Encoder({}, "qw", "1"), down, BatchSettings(batch_size=batch), LOG, stop)
+        for index in range(waiting):  # not started: all of it waits for shutdown
+            batches.ended(_span(index))
+        await batches.close()
+        return batches.failed
+
+    assert asyncio.run(run()) == waiting
+    assert order == ["stop retries", "send"]
 
 
 def test_a_span_that_cannot_be_encoded_is_counted_and_lost_alone() -> None:

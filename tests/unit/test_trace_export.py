@@ -8,9 +8,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
+from opentelemetry.exporter.otlp.common.http import _ExportResult
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-from function.tracing.export import LoopTransport
+from function.tracing.export import LoopTransport, not_taken
 from function.transport.http import HTTPTransport
 
 
@@ -74,3 +75,28 @@ async def test_the_sdks_client_retries_as_told_and_sends_its_headers(collector: 
     assert result.success
     assert len(seen) == 2  # the 503, then, after Retry-After's 0 s, the export taken
     assert (seen[1].headers["Content-Type"], seen[1].headers["Authorization"]) == ("application/x-protobuf", "Bearer t")
+
+
+async def test_a_failed_export_says_why_from_the_clients_own_result(collector: tuple[str, list[web.Request]]) -> None:
+    url, _ = collector
+
+    async def export(endpoint: str, timeout_s: float = 1) -> str:
+        exporter = OTLPSpanExporter(endpoint=endpoint, timeout=timeout_s, _transport=_transport())
+        try:
+            return not_taken(await asyncio.to_thread(exporter._client.export, b"\x0a\x00"))
+        finally:
+            exporter.shutdown()  # type: ignore[no-untyped-call]
+
+    # The collector's 503 is retried and then taken; an unknown path is refused with its status;
+    # nobody listening is a connection failure, named as such, not a refusal.
+    assert await export(f"{url}/v1/traces", timeout_s=10) == ""
+    assert (await export(f"{url}/v1/nowhere")).startswith("status 404")
+    assert (await export("http://127.0.0.1:1/v1/traces")).startswith("ConnectFailed")
+
+
+def test_an_export_given_up_at_shutdown_says_what_its_last_try_met() -> None:
+    # The client's own result for it (sdk: exporter/otlp/common/http.py) carries no reason.
+    given_up = _ExportResult(False, None, None, None)
+
+    assert not_taken(given_up, "ConnectFailed: refused") == "retries given up at shutdown after ConnectFailed: refused"
+    assert not_taken(given_up) == "retries given up at shutdown"
