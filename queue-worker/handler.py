@@ -109,7 +109,13 @@ async def on_startup(context: Context) -> None:
     context.state["status"], context.state["cancellations"] = status, cancellations
     context.state["worker"] = worker
     # Last, so nothing is left running if an earlier setting stops start-up.
-    context.state["tracing"] = tracing.configure(context.environ, context.log)
+    spans = metrics.trace_spans
+    context.state["tracing"] = tracing.configure(
+        context.environ, context.log, lambda outcome, n: spans.labels(metrics.queue, outcome).inc(n)
+    )
+    if tracing.enabled():  # every outcome at 0 from the start, so the first failure is an increase
+        for outcome in ("exported", "dropped", "failed"):
+            spans.labels(metrics.queue, outcome)
     context.log.info(
         "Queue-worker configured",
         gateway=settings.gateway_url,

@@ -65,6 +65,7 @@ class WorkerMetrics:
     rejected: Counter
     queue_wait: LoopHistogram
     status_failures: Counter
+    trace_spans: Counter
     #: The queue this process serves: every family carries it, so ``$queue`` filters every panel.
     queue: str = ""
 
@@ -121,6 +122,12 @@ class WorkerMetrics:
                 "call_status_write_failures",
                 "Call status writes the bucket did not store: refused, unconfirmed or disconnected.",
                 ["queue_name", "reason"],
+                **common,  # type: ignore[arg-type]
+            ),
+            trace_spans=Counter(
+                "trace_spans",
+                "Trace spans by what became of them: exported, dropped (the export queue was full) or failed.",
+                ["queue_name", "outcome"],
                 **common,  # type: ignore[arg-type]
             ),
             queue_wait=LoopHistogram(

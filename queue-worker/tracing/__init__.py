@@ -76,10 +76,12 @@ def enabled() -> bool:
     return _tracer is not None
 
 
-def configure(environ: Mapping[str, str], log: FilteringBoundLogger) -> Callable[[], Awaitable[None]] | None:
+def configure(
+    environ: Mapping[str, str], log: FilteringBoundLogger, count: Callable[[str, int], None] | None = None
+) -> Callable[[], Awaitable[None]] | None:
     """Set up tracing when an OTLP endpoint is configured, and start its export task; returns
     its shutdown (which exports what is left), or ``None`` when tracing is off. Called on the
-    event loop.
+    event loop; ``count`` is told how many spans were ``exported``, ``dropped`` or ``failed``.
 
     Raises:
         ConfigError: an endpoint is set, but the image was built without the tracing extras;
@@ -97,7 +99,7 @@ def configure(environ: Mapping[str, str], log: FilteringBoundLogger) -> Callable
             endpoint,
             "tracing needs the image built with its extras (build_args: EXTRA_REQUIREMENTS: tracing)",
         ) from None
-    configured = Configured.from_environment(environ, VERSION, log)
+    configured = Configured.from_environment(environ, VERSION, log, count)
     configured.batches.start()
     _sampler = configured.sampler
     _drops_from = configured.ratio_bound

@@ -77,8 +77,9 @@ class Batches:
 
     ``send`` posts one encoded request and returns why it was not taken (``""`` when it was);
     it blocks, and is run in a thread. ``stop_retries``, called as shutdown begins, makes a
-    ``send`` under way or to come try only once. :meth:`ended` is called on the event loop's
-    thread.
+    ``send`` under way or to come try only once. ``count`` is told how many spans were
+    ``exported``, ``dropped`` or ``failed``, a batch at a time. :meth:`ended` is called on the
+    event loop's thread.
     """
 
     def __init__(
@@ -88,12 +89,14 @@ class Batches:
         settings: BatchSettings,
         log: FilteringBoundLogger,
         stop_retries: Callable[[], None] | None = None,
+        count: Callable[[str, int], None] | None = None,
     ) -> None:
         self._encoder = encoder
         self._send = send
         self._settings = settings
         self._log = log
         self._stop_retries = stop_retries
+        self._count = count if count is not None else (lambda outcome, spans: None)
         #: Spans ended, waiting for export.
         self._waiting: list[SpanData] = []
         self._full = asyncio.Event()
@@ -127,6 +130,7 @@ class Batches:
     async def _export_waiting(self) -> None:
         dropped, self.dropped = self.dropped, 0
         if dropped:
+            self._count("dropped", dropped)
             self._log.warning("Trace spans dropped: the export queue was full", spans=dropped)
         while self._waiting:
             batch = self._waiting[: self._settings.batch_size]
@@ -140,6 +144,7 @@ class Batches:
                     unencodable = describe(exc)
             if unencodable:
                 self.failed += len(batch) - len(encoded)
+                self._count("failed", len(batch) - len(encoded))
                 self._log.warning("Trace spans not exported", spans=len(batch) - len(encoded), error=unencodable)
             if not encoded:
                 continue
@@ -147,11 +152,15 @@ class Batches:
                 problem = await asyncio.to_thread(self._send, self._encoder.request(encoded))
             except Exception as exc:  # a failed export never stops the ones after it
                 problem = describe(exc)
-            if problem:
+            if not problem:
+                self._count("exported", len(encoded))
+            else:
                 self.failed += len(encoded)
+                self._count("failed", len(encoded))
                 self._log.warning("Trace spans not exported", spans=len(encoded), error=problem)
                 if self._closing and self._waiting:  # shutting down: no more waiting on it
                     self.failed += len(self._waiting)
+                    self._count("failed", len(self._waiting))
                     self._log.warning(
                         "Trace spans not exported before shutdown", spans=len(self._waiting), error=problem
                     )
@@ -169,6 +178,8 @@ class Batches:
                     await self._task
                 await self._export_waiting()
         except TimeoutError:
+            self.failed += len(self._waiting)
+            self._count("failed", len(self._waiting))
             self._log.warning("Trace spans not exported before shutdown", spans=len(self._waiting))
         finally:
             if self._task is not None:

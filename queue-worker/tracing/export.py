@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -177,8 +177,14 @@ class Configured:
     kept_root: SamplingResult | None = None
 
     @classmethod
-    def from_environment(cls, environ: Mapping[str, str], version: str, log: FilteringBoundLogger) -> Configured:
-        """Called on the event loop.
+    def from_environment(
+        cls,
+        environ: Mapping[str, str],
+        version: str,
+        log: FilteringBoundLogger,
+        count: Callable[[str, int], None] | None = None,
+    ) -> Configured:
+        """Called on the event loop; ``count`` is told what became of the spans (:class:`Batches`).
 
         Raises:
             ConfigError: an ``OTEL_BSP_*`` setting is invalid, or a TLS file cannot be loaded.
@@ -211,7 +217,7 @@ class Configured:
             client._shutdown_event.set()
 
         encoder = Encoder(dict(resource.attributes), "queue-worker", version)
-        batches = Batches(encoder, send, settings, log, stop_retries)
+        batches = Batches(encoder, send, settings, log, stop_retries, count)
         return cls(sampler, batches, exporter, *ratio_answers(sampler))
 
     async def close(self) -> None:

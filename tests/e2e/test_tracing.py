@@ -105,6 +105,9 @@ async def test_a_retried_call_with_a_callback_is_one_tree_under_the_callers_trac
     invoked_lines = worker.events("Invoked")
     assert {line["trace_id"] for line in invoked_lines} == {TRACE}
     assert [line["span_id"] for line in invoked_lines] == [a.span_id for a in attempts]
+    # Every span the collector took is counted exported, and none failed or was dropped.
+    metrics = (await worker.get("/metrics", metrics=True)).text
+    assert [_sample(metrics, outcome) for outcome in ("exported", "dropped", "failed")] == [len(spans), 0, 0]
 
 
 async def test_the_front_door_starts_a_trace_when_the_caller_sent_none(
@@ -310,6 +313,13 @@ async def test_a_collector_that_is_down_costs_the_shutdown_one_export_not_the_gr
     for n in range(150):
         await publish_request(nc, queue.subject, queued("echo", f"down-{n}"))
     await wait_until(lambda: len(gateway.calls_to("echo")) == 150, 20, "the calls")
+    # Counted as well as logged: the metric an alert reads.
+    for _ in range(100):
+        failed = _sample((await worker.get("/metrics", metrics=True)).text, "failed")
+        if failed:
+            break
+        await asyncio.sleep(0.1)
+    assert failed > 0
 
     started = time.monotonic()
     assert await asyncio.to_thread(worker.terminate, 60) == 0
@@ -322,3 +332,11 @@ async def test_a_collector_that_is_down_costs_the_shutdown_one_export_not_the_gr
     assert ("ConnectFailed" if down == "refusing" else "TransportTimeout") in errors
     [last] = worker.events("Trace spans not exported before shutdown")
     assert last["spans"] > 0
+
+
+def _sample(exposition: str, outcome: str) -> float:
+    """``queue_worker_trace_spans_total`` for ``outcome``, or 0 when absent."""
+    for line in exposition.splitlines():
+        if line.startswith("queue_worker_trace_spans_total{") and f'outcome="{outcome}"' in line:
+            return float(line.split()[-1])
+    return 0.0

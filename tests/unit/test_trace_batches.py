@@ -35,8 +35,15 @@ class Sent:
         return "" if self.accept else "status 503"
 
 
-def _batches(sent: Sent, **settings: int) -> Batches:
-    return Batches(Encoder({"service.name": "t"}, "qw", "1"), sent, BatchSettings(**settings), LOG)
+class Counted(dict[str, int]):
+    """What the batches said became of their spans, by outcome."""
+
+    def __call__(self, outcome: str, spans: int) -> None:
+        self[outcome] = self.get(outcome, 0) + spans
+
+
+def _batches(sent: Sent, counted: Counted | None = None, **settings: int) -> Batches:
+    return Batches(Encoder({"service.name": "t"}, "qw", "1"), sent, BatchSettings(**settings), LOG, count=counted)
 
 
 @settings(max_examples=30, deadline=None)
@@ -58,6 +65,53 @@ def test_every_span_is_sent_once_in_order_in_batches_no_larger_than_the_setting(
     assert [name for names in sent.batches for name in names] == [f"s{i}" for i in range(count)]
     assert all(0 < len(names) <= batch for names in sent.batches)
     assert threading.get_ident() not in sent.threads  # the blocking send never runs on the loop
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    ended=st.integers(min_value=0, max_value=60),
+    batch=st.integers(min_value=1, max_value=8),
+    queue=st.integers(min_value=8, max_value=32),
+    answers=st.lists(st.sampled_from(["taken", "refused", "raises"]), min_size=1, max_size=8),
+)
+def test_every_span_ended_is_counted_once_as_exported_dropped_or_failed(
+    ended: int, batch: int, queue: int, answers: list[str]
+) -> None:
+    """Whatever the collector answers and however full the queue gets, the counts add up to the
+    spans ended, and ``exported`` is what the collector took."""
+    counted = Counted()
+    taken = 0
+    calls = 0
+
+    def send(data: bytes) -> str:
+        nonlocal taken, calls
+        answer = answers[calls % len(answers)]
+        calls += 1
+        if answer == "raises":
+            raise ConnectionError("collector gone")
+        if answer == "refused":
+            return "status 503"
+        taken += sum(
+            len(s.spans) for r in ExportTraceServiceRequest.FromString(data).resource_spans for s in r.scope_spans
+        )
+        return ""
+
+    async def run() -> None:
+        batches = Batches(
+            Encoder({}, "qw", "1"), send, BatchSettings(batch_size=batch, queue_size=queue, schedule_delay_ms=5),
+            LOG, count=counted,
+        )  # fmt: skip
+        batches.start()
+        for index in range(ended):
+            batches.ended(_span(index))
+            if index % 5 == 0:
+                await asyncio.sleep(0.001)
+        await batches.close()
+
+    asyncio.run(run())
+
+    assert sum(counted.values()) == ended
+    assert counted.get("exported", 0) == taken
 
 
 def test_a_full_batch_goes_out_before_the_delay() -> None:
