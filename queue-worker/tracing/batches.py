@@ -143,8 +143,7 @@ class Batches:
                 except Exception as exc:  # a span the worker cannot export never stops the others
                     unencodable = describe(exc)
             if unencodable:
-                self.failed += len(batch) - len(encoded)
-                self._count("failed", len(batch) - len(encoded))
+                self._lost(len(batch) - len(encoded))
                 self._log.warning("Trace spans not exported", spans=len(batch) - len(encoded), error=unencodable)
             if not encoded:
                 continue
@@ -155,16 +154,18 @@ class Batches:
             if not problem:
                 self._count("exported", len(encoded))
             else:
-                self.failed += len(encoded)
-                self._count("failed", len(encoded))
+                self._lost(len(encoded))
                 self._log.warning("Trace spans not exported", spans=len(encoded), error=problem)
                 if self._closing and self._waiting:  # shutting down: no more waiting on it
-                    self.failed += len(self._waiting)
-                    self._count("failed", len(self._waiting))
+                    self._lost(len(self._waiting))
                     self._log.warning(
                         "Trace spans not exported before shutdown", spans=len(self._waiting), error=problem
                     )
                     self._waiting.clear()
+
+    def _lost(self, spans: int) -> None:
+        self.failed += spans
+        self._count("failed", spans)
 
     async def close(self) -> None:
         """Export what is left, within the export timeout and with no retries, and stop the task."""
@@ -178,8 +179,7 @@ class Batches:
                     await self._task
                 await self._export_waiting()
         except TimeoutError:
-            self.failed += len(self._waiting)
-            self._count("failed", len(self._waiting))
+            self._lost(len(self._waiting))
             self._log.warning("Trace spans not exported before shutdown", spans=len(self._waiting))
         finally:
             if self._task is not None:

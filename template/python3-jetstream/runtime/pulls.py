@@ -41,10 +41,15 @@ MESSAGE_OVERHEAD = 4096
 
 
 def refill_at(max_inflight: int) -> int:
-    """Ask only once this many slots are free (an eighth of them), so that a stream of
-    completions does not become a stream of one-message requests: at most that share of the
-    slots idles while a request is on its way, and a backlog still comes in few requests."""
-    return max(1, max_inflight // 8)
+    """Ask only once this many slots are free (an eighth of them, rounded up), so that a stream
+    of completions does not become a stream of one-message requests: at most that share of the
+    slots idles while a request is on its way, and a backlog still comes in few requests.
+
+    Rounded up, so that no more than eight requests can be open at once: rounded down, 63
+    slots made it 7, and nine requests of 4 MiB (36 MiB) could deliver at once, past the
+    :data:`CONNECTION_BYTES` the requests' ``max_bytes`` are sized for (a property test found
+    it)."""
+    return max(1, -(-max_inflight // 8))
 
 
 def free_slots(max_inflight: int, busy: int, outstanding: int) -> int:
