@@ -113,9 +113,6 @@ async def on_startup(context: Context) -> None:
     context.state["tracing"] = tracing.configure(
         context.environ, context.log, lambda outcome, n: spans.labels(metrics.queue, outcome).inc(n)
     )
-    if tracing.enabled():  # every outcome at 0 from the start, so the first failure is an increase
-        for outcome in ("exported", "dropped", "failed"):
-            spans.labels(metrics.queue, outcome)
     context.log.info(
         "Queue-worker configured",
         gateway=settings.gateway_url,

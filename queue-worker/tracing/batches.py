@@ -33,6 +33,8 @@ from runtime import ConfigError, cancel_and_wait, describe
 
 from .otlp import Encoder, SpanData
 
+#: What becomes of a span, as ``count`` is told.
+OUTCOMES = ("exported", "dropped", "failed")
 #: (variable, default, smallest) of each batching setting, as the SDK names and defaults them.
 _SETTINGS = {
     "schedule_delay_ms": ("OTEL_BSP_SCHEDULE_DELAY", 5000, 1),
@@ -97,6 +99,8 @@ class Batches:
         self._log = log
         self._stop_retries = stop_retries
         self._count = count if count is not None else (lambda outcome, spans: None)
+        for outcome in OUTCOMES:  # each at 0 from the start, so the first failure is an increase
+            self._count(outcome, 0)
         #: Spans ended, waiting for export.
         self._waiting: list[SpanData] = []
         self._full = asyncio.Event()

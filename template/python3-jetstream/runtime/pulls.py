@@ -49,7 +49,7 @@ def refill_at(max_inflight: int) -> int:
     slots made it 7, and nine requests of 4 MiB (36 MiB) could deliver at once, past the
     :data:`CONNECTION_BYTES` the requests' ``max_bytes`` are sized for (a property test found
     it)."""
-    return max(1, -(-max_inflight // 8))
+    return max(1, (max_inflight + 7) // 8)
 
 
 def free_slots(max_inflight: int, busy: int, outstanding: int) -> int:
