@@ -125,7 +125,10 @@ async def _front_door(config: Config, method: str, call_id: str) -> httpx.Respon
             "in secret_mount_path (the worker has front_door_basic_auth on)"
         )
     if answer.status_code == 404:
-        raise CommandError(f"no call {call_id}: unknown, or its status expired (call_status_ttl)")
+        raise CommandError(
+            f"no call {call_id}: unknown, or its status expired (call_status_ttl) or was pushed out by newer"
+            " calls (call_status_max_calls)"
+        )
     if answer.status_code == 503:
         raise CommandError(f"the worker cannot answer now: {answer.text}", EXIT_UNAVAILABLE)
     return answer

@@ -70,7 +70,8 @@ async def test_status_and_cancel_through_the_front_door(
     assert _error(again) == f"error: {call_id} has ended already: cancelled"
     assert (unknown.returncode, _error(unknown)) == (
         1,
-        "error: no call no-such-call: unknown, or its status expired (call_status_ttl)",
+        "error: no call no-such-call: unknown, or its status expired (call_status_ttl) or was pushed out by newer"
+        " calls (call_status_max_calls)",
     )
     assert unreachable.returncode == 69
     assert "cannot reach the front door at http://127.0.0.1:1" in _error(unreachable)
