@@ -38,13 +38,14 @@ async def test_a_bucket_keeps_the_newest_max_calls_and_refuses_none(
         await publish_request(nc, queue.subject, queued("echo", f"call-{n}"))
     await wait_for_empty(nc, queue, timeout_s=30)
     js = nc.jetstream()
-    # Every write stored (the stream's last sequence counts them), not one refused as full.
+    # Every outcome stored (the stream's last sequence counts the writes; a call slow enough to
+    # be recorded running on a loaded machine adds one), not one refused as full.
     for _ in range(200):
         state = (await js.stream_info(f"KV_{bucket}")).state
         if state.last_seq >= 30:
             break
         await asyncio.sleep(0.05)
-    assert state.last_seq == 30
+    assert state.last_seq >= 30
     assert state.messages == 10
     store = CallStatus(bucket, ttl_s=60)
     assert await store.read(nc, "call-0") is None
