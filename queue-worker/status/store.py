@@ -313,17 +313,19 @@ async def ensure_bucket(
         config = (await js.stream_info(stream)).config
     except NotFoundError:
         made = KeyValueConfig(bucket=bucket, ttl=ttl_s, storage=StorageType.FILE, replicas=replicas)
+        refused: APIError | None = None
         try:
             await js.create_key_value(made)
-        except APIError as exc:
-            try:  # another worker made it first, and may have changed its limits already
-                config = (await js.stream_info(stream)).config
-            except NotFoundError:
-                # Kept as the server's error (the runtime retries those), naming what was refused.
-                exc.description = f"key-value bucket {bucket}: {exc.description}"
-                raise exc from None
-        else:
+        except APIError as exc:  # perhaps another worker made it first, and changed its limits
+            refused = exc
+        try:
             config = (await js.stream_info(stream)).config
+        except NotFoundError:
+            if refused is None:
+                raise
+            # Kept as the server's error (the runtime retries those), naming what was refused.
+            refused.description = f"key-value bucket {bucket}: {refused.description}"
+            raise refused from None
     changes = bucket_limits(config, ttl_s, max_calls)
     if not changes:
         return

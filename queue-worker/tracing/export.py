@@ -86,7 +86,7 @@ class LoopTransport(BaseHTTPTransport):
             return _Result(error=exc)
         reason = describe_status(response)
         if not 200 <= response.status < 300:
-            self.last_failure = f"status {reason}"
+            self.last_failure = status_text(response.status, reason)
         return _Result(status_code=response.status, reason=reason, response=response)
 
     async def _send(
@@ -113,11 +113,16 @@ def not_taken(result: Any, last_failure: str = "") -> str:
     if result.success:
         return ""
     if result.status_code is not None:
-        code, reason = str(result.status_code), result.reason or ""
-        return f"status {reason if reason.startswith(code) else f'{code} {reason}'.rstrip()}"
+        return status_text(result.status_code, result.reason or "")
     if result.error is not None:
         return describe(result.error)
     return f"retries given up at shutdown{f' after {last_failure}' if last_failure else ''}"
+
+
+def status_text(code: int, reason: str) -> str:
+    """``status <code> <reason>``, with the code once whether or not the reason starts with it
+    (this transport's reasons do; the SDK's own transport's are the bare phrase). Pure."""
+    return f"status {reason if reason.startswith(str(code)) else f'{code} {reason}'.rstrip()}"
 
 
 def describe_status(response: Response) -> str:
