@@ -38,7 +38,7 @@ from runtime import describe
 
 from . import ConnectFailed, ConnectionBroken, InvalidRequest, ProtocolError, Response, TransportTimeout
 from .deadlines import Deadlines
-from .headers import TOKEN, UNSAFE_TARGET, UNSAFE_VALUE
+from .headers import TOKEN, UNSAFE_TARGET, sendable
 
 #: Largest response head (status line and fields) accepted.
 MAX_HEAD_BYTES = 64 * 1024
@@ -77,7 +77,7 @@ def encode_head(method: str, target: str, host: str, headers: Iterable[tuple[str
         raise InvalidRequest(f"cannot send {method!r} {target!r}")
     lines = [f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n"]
     for name, value in headers:
-        if TOKEN.fullmatch(name) is None or UNSAFE_VALUE.search(value) is not None:
+        if not sendable(name, value):
             raise InvalidRequest(f"header {name!r} cannot be sent as it is")
         lines.append(f"{name}: {value}\r\n")
     if body or method not in _BODYLESS_METHODS:

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from function.transport import InvalidRequest, ProtocolError, Response
+from function.transport import InvalidRequest, ProtocolError, Response, headers
+from function.transport.headers import MAX_KNOWN_TOKENS, TOKEN, UNSAFE_VALUE, sendable
 from function.transport.http import (
     MAX_SPARE_PARSERS,
     Parsed,
@@ -210,6 +211,32 @@ def test_what_would_change_the_requests_meaning_is_refused(
 ) -> None:
     with pytest.raises(InvalidRequest):
         encode_head(method, target, "gw", headers, b"")
+
+
+#: Field names and values as callers may store them: mostly tokens and printable text, with
+#: every character that matters to the patterns mixed in.
+_FIELD_TEXT = st.text(
+    st.one_of(st.sampled_from("-_.!#~Aaz09 :\t\r\n\x00\x7f\u00e9\u2028\u2603\ud800"), st.characters()),
+    max_size=12,
+)
+
+
+@given(st.lists(st.tuples(_FIELD_TEXT, _FIELD_TEXT), max_size=MAX_KNOWN_TOKENS + 50))
+def test_a_field_is_sendable_exactly_when_the_patterns_say_so_whatever_was_seen_before(
+    fields: list[tuple[str, str]],
+) -> None:
+    # Run twice: the second time every valid name is remembered (or forgotten, past the bound).
+    for name, value in [*fields, *fields]:
+        expected = TOKEN.fullmatch(name) is not None and UNSAFE_VALUE.search(value) is None
+        assert sendable(name, value) is expected, (name, value)
+
+
+def test_names_callers_invent_are_remembered_up_to_a_bound() -> None:
+    for i in range(3 * MAX_KNOWN_TOKENS):
+        assert sendable(f"X-Invented-{i}", "1")
+        assert len(headers._TOKENS) <= MAX_KNOWN_TOKENS
+    assert sendable("X-Invented-0", "1")
+    assert "X-Invented-0" in headers._TOKENS
 
 
 # Connections lend parsers from one pool only while a response arrives: whatever the order in
