@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import ssl
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -176,6 +178,36 @@ async def test_a_request_that_may_have_been_received_is_never_sent_again(
                 await client.request(method, "/function/f", headers, b"")
 
     assert len(received) == (3 if resent else 2)
+
+
+class _Fields(list[tuple[str, str]]):
+    """A request's fields that can be watched for being let go (a plain list cannot)."""
+
+
+async def test_a_request_waiting_for_its_answer_has_let_go_of_its_fields(
+    client_for: Callable[..., OriginClient],
+) -> None:
+    arrived, answer = asyncio.Event(), asyncio.Event()
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        arrived.set()
+        await answer.wait()
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+
+    async with BareServer(hold) as server:
+        client = client_for(server.url)
+        # With its own User-Agent, the transport sends these fields as given, not a copy.
+        fields = _Fields([("User-Agent", "test"), ("X-Call-Id", "1")])
+        watched = weakref.ref(fields)
+        call = asyncio.create_task(client.transport.request("POST", server.url + "/function/f", fields, b"x"))
+        del fields
+        await asyncio.wait_for(arrived.wait(), 10)
+        gc.collect()
+        # Every call in flight would otherwise hold them until its answer.
+        assert watched() is None
+        answer.set()
+        assert (await asyncio.wait_for(call, 10)).status == 200
 
 
 async def test_a_silent_server_times_out_and_its_connection_is_dropped(
