@@ -11,7 +11,8 @@ The spans of one call, under the caller's trace (or one the front door starts):
 - ``send <queue>`` (producer): the front door storing the call;
 - ``queued`` : from ``X-Start-Time`` to the first attempt;
 - ``process <queue>`` (consumer): one per attempt, with the attempt and the decision;
-  - ``POST`` (client): the invocation; the function receives its ``traceparent``;
+  - ``POST`` (client, named by the call's method): the invocation; the function receives its
+    ``traceparent``;
   - ``POST`` (client): the callback; the receiver receives its ``traceparent``;
 - ``process <queue>`` (consumer), with ``queue_worker.callback_delivery``: each later post of a
   callback that failed, a job of its own, under the attempt that queued it.
@@ -38,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import random
+import struct
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from typing import Any, NamedTuple
@@ -140,6 +142,10 @@ def _derived(text: str, size: int) -> int:
 
 
 _HASHERS = {size: hashlib.blake2b(digest_size=size) for size in (8, 16)}
+#: What :func:`trace_of` derives a call's trace from, with ``call/`` already read.
+_CALL_HASHER = hashlib.blake2b(b"call/", digest_size=16)
+#: The low 64 bits of a 16-byte id, which a ratio sampler reads.
+_LOW_HALF = struct.Struct(">8xQ")
 
 
 def trace_of(parent: TraceContext, call_id: str) -> int:
@@ -183,6 +189,19 @@ def sampled(name: str, traceparent: str, tracestate: str, call_id: str) -> Kept 
     or the sampler drops the attempt. Asked before anything else is made for the attempt."""
     if _sampler is None:
         return None
+    if not traceparent and call_id and _drops_from is not None:
+        # Most calls, the gateway's: no parent, and a ratio sampler, whose answer is read from
+        # the low half of the trace id that :func:`trace_of` derives. Read from the digest before
+        # that id is made, it costs a dropped attempt 0.9 µs against 1.8 (in one process).
+        hasher = _CALL_HASHER.copy()
+        hasher.update(call_id.encode())
+        digest = hasher.digest()
+        if _LOW_HALF.unpack(digest)[0] >= _drops_from:
+            return None
+        trace_id = int.from_bytes(digest, "big") or 1
+        if trace_id & _LOW_64_BITS >= _drops_from:  # the all-zero digest, whose id is 1
+            return None
+        return Kept(_NO_PARENT, trace_id, _kept_root)
     context = parent(traceparent, tracestate)
     trace_id = trace_of(context, call_id) or random.getrandbits(128) or 1
     if _drops_from is not None:

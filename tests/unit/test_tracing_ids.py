@@ -92,6 +92,7 @@ def test_a_ratio_samplers_answer_read_from_the_trace_id_is_the_samplers_own(
     expected = sampler.should_sample(parent, trace_of(parent, call_id), "process q")
     assert (kept is not None) == expected.decision.is_sampled()
     if kept is not None:  # the whole answer, whether the sampler was asked or not
+        assert kept.trace_id == (trace_of(parent, call_id) or kept.trace_id)  # (no call id: random)
         assert (kept.sampling.decision, kept.sampling.trace_state) == (expected.decision, expected.trace_state)
         assert dict(kept.sampling.attributes) == dict(expected.attributes)
 
