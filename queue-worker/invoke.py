@@ -55,7 +55,7 @@ class Invoker:
 
     def __init__(self, *, transport: Transport, gateway_url: str) -> None:
         self.transport = transport
-        self._gateway_url = gateway_url.rstrip("/")
+        self.gateway_url = gateway_url.rstrip("/")
 
     def url(self, request: QueueRequest) -> str:
         """The full URL the function is called at.
@@ -63,19 +63,20 @@ class Invoker:
         Raises:
             URLError: Go could not have sent it (an invalid %-escape in the path).
         """
-        return self._gateway_url + request.request_target()
+        return self.gateway_url + request.request_target()
 
-    async def invoke(self, request: QueueRequest, span: Span | None = None) -> Invocation:
+    async def invoke(self, request: QueueRequest, span: Span | None = None, url: str | None = None) -> Invocation:
         """Make the call; never raises for a failure to get an answer.
 
         A request that cannot be sent as stored (a line break in a header, an invalid escape
         in the path) is answered 400 without calling anything, as the gateway would answer it.
         With ``span`` (tracing on), the function gets ``traceparent`` naming it as the parent.
+        ``url`` is :meth:`url`'s answer when the caller has made it already.
         """
         started = time.perf_counter()
         try:
             response = await self.transport.request(
-                request.method, self.url(request), with_trace(request_headers(request), span), request.body
+                request.method, url or self.url(request), with_trace(request_headers(request), span), request.body
             )
         except URLError as exc:
             return _failed(INVALID_REQUEST_STATUS, started, str(exc))

@@ -6,21 +6,27 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable, Container
-from dataclasses import dataclass, field
+from collections.abc import Callable, Container, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import pytest
 import structlog
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 from prometheus_client import CollectorRegistry
 
+from function import tracing
 from function.callbacks.results import ResultStore
 from function.invoke import Invoker
 from function.metrics import OTHER_FUNCTIONS, FunctionLabels, WorkerMetrics
 from function.settings import WorkerSettings
 from function.status.state import FINAL, CallState, Record
+from function.tracing.export import ratio_answers
+from function.tracing.otlp import SpanData
+from function.tracing.recorder import Tracer
 from function.transport import ConnectFailed, MockTransport, Request, Response
 from function.wire.queue_request import QueueRequest, encode
 from function.worker import QueueWorker
@@ -343,3 +349,64 @@ async def test_an_outcome_says_overloaded_exactly_when_the_function_had_no_room(
     outcome = await r.deliver(request(callback=False), attempt=attempt)
 
     assert outcome.overloaded == (status == 429 or (status == 503 and internal))
+
+
+@contextmanager
+def _every_attempt_traced() -> Iterator[list[SpanData]]:
+    """Tracing on in this process, keeping every attempt; the spans ended, as they end."""
+    sampler = TraceIdRatioBased(1.0)
+    ended: list[SpanData] = []
+    saved = tracing._tracer, tracing._sampler, tracing._drops_from, tracing._kept_root, tracing._w3c_only
+    tracing._tracer, tracing._sampler, tracing._w3c_only = Tracer(sampler, ended.append), sampler, True
+    tracing._drops_from, tracing._kept_root = ratio_answers(sampler)
+    try:
+        yield ended
+    finally:
+        tracing._tracer, tracing._sampler, tracing._drops_from, tracing._kept_root, tracing._w3c_only = saved
+
+
+#: Headers that differ from one run to the next whatever the tracing: its own, and a duration.
+_VARYING = tracing.TRACE_HEADERS | {"x-duration-seconds"}
+
+
+#: Status fields that are times, which differ from one run to the next.
+_TIMES = {"durationSeconds", "nextAttemptAt"}
+
+
+def _untraced(requests: list[Request]) -> list[tuple[object, ...]]:
+    return [(r.method, r.url, [h for h in r.headers if h[0].lower() not in _VARYING], r.body) for r in requests]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    path=st.sampled_from(["", "/", "/a/b", "/%zz", "/50%", "/%41", "/caf\u00e9", "/a b", "/x?y=1"]),
+    method=st.sampled_from(["POST", "GET", "PUT"]),
+    header=st.sampled_from(["ok", "line\r\nbreak", "nul\x00"]),
+    traced_before=st.booleans(),
+    status=st.sampled_from([200, 400, 500, 503]),
+    callback=st.booleans(),
+    attempt=st.integers(1, 4),
+)
+async def test_tracing_changes_nothing_the_worker_decides_sends_or_records(
+    path: str, method: str, header: str, traced_before: bool, status: int, callback: bool, attempt: int
+) -> None:
+    # Whatever the stored request, an attempt that is traced ends as one that is not: the same
+    # outcome, the same calls (but for their trace headers), the same status record.
+    stored = request(callback=callback, path=path, method=method)
+    extra = {"X-Extra": (header,)}
+    if traced_before:
+        extra["Traceparent"] = ("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",)
+    stored = replace(stored, header={**stored.header, **extra})
+    seen = []
+    for traced in (False, True):
+        r = rig(lambda _: Response(status, (), b"x"))
+        if traced:
+            with _every_attempt_traced() as spans:
+                outcome = await r.deliver(stored, attempt=attempt)
+            assert spans  # traced indeed
+        else:
+            outcome = await r.deliver(stored, attempt=attempt)
+        records = [(rec.state, {k: v for k, v in rec.fields.items() if k not in _TIMES}) for rec in r.status.records]
+        seen.append((outcome, _untraced(r.gateway.requests), _untraced(r.receiver.requests), records))
+
+    assert seen[0] == seen[1]
