@@ -382,20 +382,22 @@ def _untraced(requests: list[Request]) -> list[tuple[object, ...]]:
     path=st.sampled_from(["", "/", "/a/b", "/%zz", "/50%", "/%41", "/caf\u00e9", "/a b", "/x?y=1"]),
     method=st.sampled_from(["POST", "GET", "PUT"]),
     header=st.sampled_from(["ok", "line\r\nbreak", "nul\x00"]),
-    traced_before=st.booleans(),
+    traceparent=st.sampled_from(
+        ["", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "00-0af76519-b7ad-00", "garbage"]
+    ),
     status=st.sampled_from([200, 400, 500, 503]),
     callback=st.booleans(),
     attempt=st.integers(1, 4),
 )
 async def test_tracing_changes_nothing_the_worker_decides_sends_or_records(
-    path: str, method: str, header: str, traced_before: bool, status: int, callback: bool, attempt: int
+    path: str, method: str, header: str, traceparent: str, status: int, callback: bool, attempt: int
 ) -> None:
     # Whatever the stored request, an attempt that is traced ends as one that is not: the same
     # outcome, the same calls (but for their trace headers), the same status record.
     stored = request(callback=callback, path=path, method=method)
     extra = {"X-Extra": (header,)}
-    if traced_before:
-        extra["Traceparent"] = ("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",)
+    if traceparent:  # the caller's trace, or what a caller sent as one
+        extra["Traceparent"] = (traceparent,)
     stored = replace(stored, header={**stored.header, **extra})
     seen = []
     for traced in (False, True):
