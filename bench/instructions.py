@@ -79,7 +79,7 @@ def _trace(ratio: float | None) -> None:
             waiting.clear()
 
     tracing._tracer, tracing._sampler, tracing._w3c_only = Tracer(sampler, ended), sampler, True
-    tracing._drops_from, tracing._kept_root = ratio_answers(sampler)
+    tracing._answers = ratio_answers(sampler)
 
 
 async def _handle(messages: int, log_stream: TextIO) -> None:

@@ -64,7 +64,7 @@ def _spans(tracer: trace.Tracer, parent: Context) -> None:
 def _ours(sampler: Sampler, kept: list[Any]) -> Callable[[], None]:
     tracing._tracer = Tracer(sampler, kept.append)
     tracing._sampler = sampler
-    tracing._drops_from, tracing._kept_root = ratio_answers(sampler)
+    tracing._answers = ratio_answers(sampler)
 
     def attempt() -> None:
         decided = tracing.sampled(NAME, "", "", CALL_ID)
@@ -113,7 +113,7 @@ def _timed(attempt: Callable[[], None], kept: list[Any]) -> float:
 
 def measure() -> dict[str, float]:
     """Microseconds per attempt (dropped, kept with three spans) and per encoded span."""
-    saved = tracing._tracer, tracing._sampler, tracing._drops_from, tracing._kept_root
+    saved = tracing._tracer, tracing._sampler, tracing._answers
     ours: list[otlp.SpanData] = []
     sdk: list[ReadableSpan] = []
     try:
@@ -126,7 +126,7 @@ def measure() -> dict[str, float]:
             "sdk_kept_attempt_three_spans_us": _timed(_sdk(sdk), sdk),
         }
     finally:
-        tracing._tracer, tracing._sampler, tracing._drops_from, tracing._kept_root = saved
+        tracing._tracer, tracing._sampler, tracing._answers = saved
     encoder = otlp.Encoder({"service.name": "queue-worker"}, "queue-worker", "bench")
     started = time.perf_counter()
     for index in range(0, len(ours), 512):  # the batch processor's default batch

@@ -25,9 +25,11 @@ with no trace (the gateway's, without a caller's ``traceparent``) gets a trace i
 its call id, so its attempts still read as one trace, and are sampled alike.
 
 The sampler decides first, from the trace id alone: an attempt it drops costs that decision
-(0.7 µs with ``traceidratio``, whose answer is read from the trace id; 1.6 µs with a sampler
-that is asked) and makes nothing, and its ``traceparent`` passes through. (For a root attempt
-it keeps, ``traceidratio``'s whole answer is known without asking it too.) The spans of a kept
+and makes nothing, and its ``traceparent`` passes through. A ratio sampler's answer is read
+from the trace id (:class:`RatioAnswers`): ``traceidratio``'s always, and
+``parentbased_traceidratio``'s for a call with no parent, as most are; any other sampler is
+asked, at about four times the cost. (For a root attempt it keeps, the whole answer is known
+without asking it too.) The spans of a kept
 attempt inherit its decision. They are :mod:`.recorder`'s, encoded by :mod:`.otlp` when their
 batch goes out (:mod:`.batches`): the SDK's cost more than the rest of a message (``make
 bench`` measures both). No span is made current: the worker hands the attempt's span to the
@@ -58,11 +60,22 @@ from .recorder import RecordedSpan, Sampler, Tracer
 TRACE_HEADERS = frozenset({"traceparent", "tracestate"})
 _tracer: Tracer | None = None
 _sampler: Sampler | None = None
-#: With a plain ``traceidratio`` sampler, the trace ids it drops: those whose low 64 bits reach
-#: its bound. Checked before asking it, which would cost a ``SamplingResult`` (2 µs) per attempt.
-_drops_from: int | None = None
-#: And what it answers for the others when there is no parent (whose trace state it would carry).
-_kept_root: Any = None
+
+
+class RatioAnswers(NamedTuple):
+    """What a ratio sampler answers without being asked, which would cost a ``SamplingResult``
+    (2 µs) per attempt. It drops the trace ids whose low 64 bits reach its bound."""
+
+    #: A plain ``traceidratio``'s bound, whatever the parent.
+    drops_from: int | None = None
+    #: The bound for an attempt with no parent: also ``parentbased_traceidratio``'s (the one the
+    #: README suggests), whose root sampler it is; most calls, the gateway's, have no parent.
+    root_drops_from: int | None = None
+    #: The answer for an attempt with no parent that it keeps (no parent's trace state to carry).
+    kept_root: Any = None
+
+
+_answers = RatioAnswers()
 _LOW_64_BITS = (1 << 64) - 1
 #: Whether the propagators (``OTEL_PROPAGATORS``) write W3C trace context alone, or with baggage
 #: (which the worker never holds): then outgoing trace headers are formatted here, in a third of
@@ -89,7 +102,7 @@ def configure(
         ConfigError: an endpoint is set, but the image was built without the tracing extras;
             or an ``OTEL_BSP_*`` setting is invalid.
     """
-    global _tracer, _sampler, _drops_from, _kept_root, _w3c_only
+    global _tracer, _sampler, _answers, _w3c_only
     endpoint = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
     if not endpoint or environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return None
@@ -104,14 +117,14 @@ def configure(
     configured = Configured.from_environment(environ, VERSION, log, count)
     configured.batches.start()
     _sampler = configured.sampler
-    _drops_from = configured.ratio_bound
-    _kept_root = configured.kept_root
+    _answers = configured.answers
     _w3c_only = propagate.get_global_textmap().fields <= _W3C_FIELDS
     _tracer = Tracer(configured.sampler, configured.batches.ended)
 
     async def shutdown() -> None:
-        global _tracer, _sampler, _drops_from
-        _tracer = _sampler = _drops_from = None
+        global _tracer, _sampler, _answers
+        _tracer = _sampler = None
+        _answers = RatioAnswers()
         await configured.close()
 
     return shutdown
@@ -189,26 +202,28 @@ def sampled(name: str, traceparent: str, tracestate: str, call_id: str) -> Kept 
     or the sampler drops the attempt. Asked before anything else is made for the attempt."""
     if _sampler is None:
         return None
-    if not traceparent and call_id and _drops_from is not None:
+    answers = _answers
+    bound = answers.root_drops_from
+    if not traceparent and call_id and bound is not None:
         # Most calls, the gateway's: no parent, and a ratio sampler, whose answer is read from
         # the low half of the trace id that :func:`trace_of` derives. Read from the digest before
         # that id is made, it costs a dropped attempt 0.9 µs against 1.8 (in one process).
         hasher = _CALL_HASHER.copy()
         hasher.update(call_id.encode())
         digest = hasher.digest()
-        if _LOW_HALF.unpack(digest)[0] >= _drops_from:
+        if _LOW_HALF.unpack(digest)[0] >= bound:
             return None
         trace_id = int.from_bytes(digest, "big") or 1
-        if trace_id & _LOW_64_BITS >= _drops_from:  # the all-zero digest, whose id is 1
+        if trace_id & _LOW_64_BITS >= bound:  # the all-zero digest, whose id is 1
             return None
-        return Kept(_NO_PARENT, trace_id, _kept_root)
+        return Kept(_NO_PARENT, trace_id, answers.kept_root)
     context = parent(traceparent, tracestate)
     trace_id = trace_of(context, call_id) or random.getrandbits(128) or 1
-    if _drops_from is not None:
-        if trace_id & _LOW_64_BITS >= _drops_from:
+    if answers.drops_from is not None:
+        if trace_id & _LOW_64_BITS >= answers.drops_from:
             return None
         if context is _NO_PARENT:  # no parent's trace state to carry: the answer is known
-            return Kept(context, trace_id, _kept_root)
+            return Kept(context, trace_id, answers.kept_root)
     sampling = _sampler.should_sample(context, trace_id, name, SpanKind.CONSUMER)
     return Kept(context, trace_id, sampling) if sampling.decision.is_recording() else None
 

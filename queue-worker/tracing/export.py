@@ -24,13 +24,14 @@ from opentelemetry.exporter.http.transport._base import BaseHTTPResult, BaseHTTP
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import Decision, ParentBased, Sampler, SamplingResult, TraceIdRatioBased
 from structlog.typing import FilteringBoundLogger
 
 from runtime import ConfigError, describe
 
 from ..transport import ConnectFailed, ConnectionBroken, Response, TransportTimeout
 from ..transport.http import HTTPTransport
+from . import RatioAnswers
 from .batches import Batches, BatchSettings
 from .otlp import Encoder
 
@@ -162,14 +163,20 @@ def tls_context(environ: Mapping[str, str]) -> ssl.SSLContext | None:
     return context
 
 
-def ratio_answers(sampler: Sampler) -> tuple[int | None, SamplingResult | None]:
-    """For a plain ``traceidratio`` sampler, what it answers without asking it: the bound from
-    which it drops a trace id (it keeps those whose low 64 bits are below it, whatever the
-    parent), and its answer for a root span it keeps (sample, with no attributes and no trace
-    state); else ``(None, None)``."""
-    if type(sampler) is not TraceIdRatioBased:
-        return None, None
-    return sampler.bound, SamplingResult(Decision.RECORD_AND_SAMPLE)
+def ratio_answers(sampler: Sampler) -> RatioAnswers:
+    """What a ``traceidratio`` sampler, or a ``parentbased_traceidratio`` one for an attempt
+    with no parent, answers without asking it: its bound (it keeps the trace ids whose low 64
+    bits are below it), and its answer for a root span it keeps (sample, with no attributes and
+    no trace state). Nothing for any other sampler, which is asked."""
+    kept = SamplingResult(Decision.RECORD_AND_SAMPLE)
+    if type(sampler) is TraceIdRatioBased:
+        return RatioAnswers(sampler.bound, sampler.bound, kept)
+    # _root is the sampler a ParentBased asks when there is no parent (a pinned SDK; a unit test
+    # notices if it goes).
+    root = getattr(sampler, "_root", None) if isinstance(sampler, ParentBased) else None
+    if type(root) is TraceIdRatioBased:
+        return RatioAnswers(None, root.bound, kept)
+    return RatioAnswers()
 
 
 @dataclass(frozen=True)
@@ -178,8 +185,7 @@ class Configured:
     batches: Batches
     exporter: OTLPSpanExporter
     #: :func:`ratio_answers`.
-    ratio_bound: int | None = None
-    kept_root: SamplingResult | None = None
+    answers: RatioAnswers
 
     @classmethod
     def from_environment(
@@ -223,7 +229,7 @@ class Configured:
 
         encoder = Encoder(dict(resource.attributes), "queue-worker", version)
         batches = Batches(encoder, send, settings, log, stop_retries, count)
-        return cls(sampler, batches, exporter, *ratio_answers(sampler))
+        return cls(sampler, batches, exporter, ratio_answers(sampler))
 
     async def close(self) -> None:
         """Export what is left, then close the client."""

@@ -4,12 +4,21 @@ sampler's decision, taken from them."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision, SamplingResult, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_ON,
+    Decision,
+    ParentBasedTraceIdRatio,
+    Sampler,
+    SamplingResult,
+    TraceIdRatioBased,
+)
 from opentelemetry.trace import INVALID_SPAN_CONTEXT, NonRecordingSpan, SpanContext, TraceFlags, TraceState
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -71,22 +80,27 @@ def test_without_a_call_id_span_ids_are_random_and_unlinked(trace_id: int, attem
 
 @given(
     rate=st.floats(min_value=0.0, max_value=1.0),
+    kind=st.sampled_from([TraceIdRatioBased, ParentBasedTraceIdRatio]),
     call_id=call_ids,
     trace_id=traces,
     flags=st.sampled_from(["00", "01"]),
-    traced=st.booleans(),
+    traced=st.sampled_from(["", "valid", "malformed"]),
 )
 def test_a_ratio_samplers_answer_read_from_the_trace_id_is_the_samplers_own(
-    rate: float, call_id: str, trace_id: int, flags: str, traced: bool
+    rate: float, kind: Callable[[float], Sampler], call_id: str, trace_id: int, flags: str, traced: str
 ) -> None:
-    sampler = TraceIdRatioBased(rate)
-    traceparent = f"00-{trace_id:032x}-{0xABC:016x}-{flags}" if traced else ""
-    saved = tracing._sampler, tracing._drops_from, tracing._kept_root
-    tracing._sampler, (tracing._drops_from, tracing._kept_root) = sampler, ratio_answers(sampler)
+    sampler = kind(rate)
+    traceparent = {
+        "": "",
+        "valid": f"00-{trace_id:032x}-{0xABC:016x}-{flags}",
+        "malformed": f"00-{trace_id:032x}-{flags}",
+    }[traced]
+    saved = tracing._sampler, tracing._answers
+    tracing._sampler, tracing._answers = sampler, ratio_answers(sampler)
     try:
         kept = tracing.sampled("process q", traceparent, "", call_id)
     finally:
-        tracing._sampler, tracing._drops_from, tracing._kept_root = saved
+        tracing._sampler, tracing._answers = saved
 
     parent = tracing.parent(traceparent)
     expected = sampler.should_sample(parent, trace_of(parent, call_id), "process q")
@@ -160,3 +174,13 @@ def test_a_derived_id_is_the_blake2b_digest_of_its_text(text: str, size: int) ->
     expected = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=size).digest(), "big") or 1
 
     assert tracing._derived(text, size) == expected
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.1, 0.5, 1.0])
+def test_a_parent_based_ratio_sampler_is_answered_for_calls_with_no_parent_as_its_root_would_be(rate: float) -> None:
+    # Read from the SDK's ParentBased: were it to stop holding its root sampler where it does,
+    # every attempt would ask the sampler again (right, but at four times the cost).
+    answers = ratio_answers(ParentBasedTraceIdRatio(rate))
+
+    assert (answers.drops_from, answers.root_drops_from) == (None, TraceIdRatioBased(rate).bound)
+    assert ratio_answers(ALWAYS_ON) == tracing.RatioAnswers()

@@ -356,13 +356,13 @@ def _every_attempt_traced() -> Iterator[list[SpanData]]:
     """Tracing on in this process, keeping every attempt; the spans ended, as they end."""
     sampler = TraceIdRatioBased(1.0)
     ended: list[SpanData] = []
-    saved = tracing._tracer, tracing._sampler, tracing._drops_from, tracing._kept_root, tracing._w3c_only
+    saved = tracing._tracer, tracing._sampler, tracing._answers, tracing._w3c_only
     tracing._tracer, tracing._sampler, tracing._w3c_only = Tracer(sampler, ended.append), sampler, True
-    tracing._drops_from, tracing._kept_root = ratio_answers(sampler)
+    tracing._answers = ratio_answers(sampler)
     try:
         yield ended
     finally:
-        tracing._tracer, tracing._sampler, tracing._drops_from, tracing._kept_root, tracing._w3c_only = saved
+        tracing._tracer, tracing._sampler, tracing._answers, tracing._w3c_only = saved
 
 
 #: Headers that differ from one run to the next whatever the tracing: its own, and a duration.
