@@ -24,7 +24,14 @@ from opentelemetry.exporter.http.transport._base import BaseHTTPResult, BaseHTTP
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.sampling import Decision, ParentBased, Sampler, SamplingResult, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+    TraceIdRatioBased,
+)
 from structlog.typing import FilteringBoundLogger
 
 from runtime import ConfigError, describe
@@ -164,19 +171,24 @@ def tls_context(environ: Mapping[str, str]) -> ssl.SSLContext | None:
 
 
 def ratio_answers(sampler: Sampler) -> RatioAnswers:
-    """What a ``traceidratio`` sampler, or a ``parentbased_traceidratio`` one for an attempt
-    with no parent, answers without asking it: its bound (it keeps the trace ids whose low 64
-    bits are below it), and its answer for a root span it keeps (sample, with no attributes and
-    no trace state). Nothing for any other sampler, which is asked."""
+    """What a sampler answers without being asked: a ``traceidratio``'s bound (it keeps the
+    trace ids whose low 64 bits are below it) whatever the parent, a ``parentbased_traceidratio``'s
+    for an attempt with no parent, and the answer for a root span either keeps (sample, with no
+    attributes and no trace state); and whether a parent-based sampler drops what a remote
+    parent did not sample. Nothing else: any other answer is asked for."""
     kept = SamplingResult(Decision.RECORD_AND_SAMPLE)
     if type(sampler) is TraceIdRatioBased:
         return RatioAnswers(sampler.bound, sampler.bound, kept)
-    # _root is the sampler a ParentBased asks when there is no parent (a pinned SDK; a unit test
-    # notices if it goes).
-    root = getattr(sampler, "_root", None) if isinstance(sampler, ParentBased) else None
+    if not isinstance(sampler, ParentBased):
+        return RatioAnswers()
+    # The samplers a ParentBased asks with no parent (_root) and with a remote parent that did
+    # not sample (ALWAYS_OFF unless made in code): a pinned SDK, and a unit test notices if
+    # they move.
+    root = getattr(sampler, "_root", None)
+    drops = getattr(sampler, "_remote_parent_not_sampled", None) is ALWAYS_OFF
     if type(root) is TraceIdRatioBased:
-        return RatioAnswers(None, root.bound, kept)
-    return RatioAnswers()
+        return RatioAnswers(None, root.bound, kept, drops)
+    return RatioAnswers(drops_unsampled_parents=drops)
 
 
 @dataclass(frozen=True)

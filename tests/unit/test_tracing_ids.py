@@ -7,13 +7,15 @@ import hashlib
 from collections.abc import Callable
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
     ALWAYS_ON,
     Decision,
+    ParentBased,
     ParentBasedTraceIdRatio,
     Sampler,
     SamplingResult,
@@ -78,29 +80,44 @@ def test_without_a_call_id_span_ids_are_random_and_unlinked(trace_id: int, attem
     assert attempt_ids(trace_id, "", attempt) == (0, [])
 
 
+#: Samplers by rate: those answered without asking (a ratio, a parent-based ratio) and one that
+#: is asked for a root but drops what a caller did not sample.
+_SAMPLERS: list[Callable[[float], Sampler]] = [
+    TraceIdRatioBased,
+    ParentBasedTraceIdRatio,
+    lambda rate: ParentBased(ALWAYS_ON if rate >= 0.5 else ALWAYS_OFF),
+]
+
+
+@settings(max_examples=400)
 @given(
     rate=st.floats(min_value=0.0, max_value=1.0),
-    kind=st.sampled_from([TraceIdRatioBased, ParentBasedTraceIdRatio]),
+    kind=st.sampled_from(_SAMPLERS),
     call_id=call_ids,
     trace_id=traces,
-    flags=st.sampled_from(["00", "01"]),
-    traced=st.sampled_from(["", "valid", "malformed"]),
+    flags=st.sampled_from(["00", "01", "03", "fe"]),
+    traced=st.sampled_from(["", "valid", "malformed", "spaced", "version ff", "zero span"]),
+    w3c=st.booleans(),
 )
-def test_a_ratio_samplers_answer_read_from_the_trace_id_is_the_samplers_own(
-    rate: float, kind: Callable[[float], Sampler], call_id: str, trace_id: int, flags: str, traced: str
+def test_a_samplers_answer_read_without_asking_it_is_the_samplers_own(
+    rate: float, kind: Callable[[float], Sampler], call_id: str, trace_id: int, flags: str, traced: str, w3c: bool
 ) -> None:
     sampler = kind(rate)
     traceparent = {
         "": "",
         "valid": f"00-{trace_id:032x}-{0xABC:016x}-{flags}",
         "malformed": f"00-{trace_id:032x}-{flags}",
+        "spaced": f" \t01-{trace_id:032x}-{0xABC:016x}-{flags}-later",
+        "version ff": f"ff-{trace_id:032x}-{0xABC:016x}-{flags}",
+        "zero span": f"00-{trace_id:032x}-{0:016x}-{flags}",
     }[traced]
-    saved = tracing._sampler, tracing._answers
-    tracing._sampler, tracing._answers = sampler, ratio_answers(sampler)
+    saved = tracing._sampler, tracing._answers, tracing._w3c_only
+    # With W3C propagators (the default), a stored traceparent is read by hand; else extracted.
+    tracing._sampler, tracing._answers, tracing._w3c_only = sampler, ratio_answers(sampler), w3c
     try:
         kept = tracing.sampled("process q", traceparent, "", call_id)
     finally:
-        tracing._sampler, tracing._answers = saved
+        tracing._sampler, tracing._answers, tracing._w3c_only = saved
 
     parent = tracing.parent(traceparent)
     expected = sampler.should_sample(parent, trace_of(parent, call_id), "process q")
@@ -183,4 +200,40 @@ def test_a_parent_based_ratio_sampler_is_answered_for_calls_with_no_parent_as_it
     answers = ratio_answers(ParentBasedTraceIdRatio(rate))
 
     assert (answers.drops_from, answers.root_drops_from) == (None, TraceIdRatioBased(rate).bound)
+    assert answers.drops_unsampled_parents
     assert ratio_answers(ALWAYS_ON) == tracing.RatioAnswers()
+    assert not ratio_answers(ParentBased(ALWAYS_ON, remote_parent_not_sampled=ALWAYS_ON)).drops_unsampled_parents
+
+
+_HEX = "0123456789abcdef"
+
+
+def _hex(size: int) -> st.SearchStrategy[str]:
+    return st.text(_HEX, min_size=size, max_size=size)
+
+
+@settings(max_examples=600)
+@given(
+    st.one_of(
+        st.text(max_size=70),
+        st.builds(
+            lambda version, trace_id, span_id, flags, rest, pad: (
+                f"{pad}{version}-{trace_id}-{span_id}-{flags}{rest}{pad}"
+            ),
+            st.sampled_from(["00", "01", "ff", "0g", "0"]),
+            st.one_of(_hex(32), st.sampled_from(["0" * 32, "0AF7651916CD43DD8448EB211C80319C", "0" * 31])),
+            st.one_of(_hex(16), st.sampled_from(["0" * 16, "abc"])),
+            st.one_of(_hex(2), st.just("1")),
+            st.sampled_from(["", "-", "-x", "-00", " "]),
+            st.sampled_from(["", " ", "\t", "\n"]),
+        ),
+        st.just("00-" + "1" * 32 + "-" + "2" * 16 + "-01" + "x" * 500),
+    )
+)
+def test_a_traceparent_read_by_hand_is_read_as_the_w3c_propagator_reads_it(traceparent: str) -> None:
+    context = trace.get_current_span(
+        TraceContextTextMapPropagator().extract({"traceparent": traceparent})
+    ).get_span_context()
+
+    expected = (context.trace_id, context.span_id, context.trace_flags) if context.is_valid else None
+    assert tracing.w3c_parent(traceparent) == expected
