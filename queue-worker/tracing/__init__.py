@@ -123,8 +123,7 @@ def configure(
     configured.batches.start()
     _sampler = configured.sampler
     _answers = configured.answers
-    fields = propagate.get_global_textmap().fields
-    _w3c_only = "traceparent" in fields and fields <= _W3C_FIELDS
+    _w3c_only = w3c_only(propagate.get_global_textmap().fields)
     _tracer = Tracer(configured.sampler, configured.batches.ended)
 
     async def shutdown() -> None:
@@ -149,6 +148,13 @@ def parent(traceparent: str, tracestate: str = "") -> TraceContext:
     return propagate.extract(
         {"traceparent": traceparent, "tracestate": tracestate} if tracestate else {"traceparent": traceparent}
     )
+
+
+def w3c_only(fields: Iterable[str]) -> bool:
+    """Whether propagators writing ``fields`` are W3C trace context's, alone or with baggage
+    (``OTEL_PROPAGATORS=tracecontext,baggage``, the default). Pure."""
+    written = set(fields)
+    return "traceparent" in written and written <= _W3C_FIELDS
 
 
 def w3c_parent(traceparent: str) -> tuple[int, int, int] | None:

@@ -10,7 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry import trace
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     ALWAYS_ON,
@@ -237,3 +240,38 @@ def test_a_traceparent_read_by_hand_is_read_as_the_w3c_propagator_reads_it(trace
 
     expected = (context.trace_id, context.span_id, context.trace_flags) if context.is_valid else None
     assert tracing.w3c_parent(traceparent) == expected
+
+
+@pytest.mark.parametrize(
+    ("propagators", "w3c"),
+    [
+        ("tracecontext,baggage", True),
+        ("tracecontext", True),
+        ("baggage", False),
+        ("b3", False),
+        ("tracecontext,b3", False),
+    ],
+)
+def test_a_stored_traceparent_is_read_by_hand_only_when_the_propagators_read_it_as_w3c(
+    propagators: str, w3c: bool
+) -> None:
+    # The propagators OTEL_PROPAGATORS would make; b3's are made up, with b3's header.
+    made = {"tracecontext": TraceContextTextMapPropagator(), "baggage": W3CBaggagePropagator()}
+    parts = [made.get(name) or _FieldsOnly({"b3"}) for name in propagators.split(",")]
+
+    assert tracing.w3c_only(CompositePropagator(parts).fields) is w3c
+
+
+class _FieldsOnly(TextMapPropagator):
+    def __init__(self, fields: set[str]) -> None:
+        self._fields = fields
+
+    def extract(self, carrier: object, context: Context | None = None, getter: object = None) -> Context:
+        raise NotImplementedError
+
+    def inject(self, carrier: object, context: Context | None = None, setter: object = None) -> None:
+        raise NotImplementedError
+
+    @property
+    def fields(self) -> set[str]:
+        return self._fields
