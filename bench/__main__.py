@@ -75,6 +75,8 @@ SCENARIOS = (
     Scenario("body 64 KiB, 100 in flight", "echo", 100, 4000, 64 * 1024),
     Scenario("body 512 KiB, 100 in flight", "echo", 100, 1000, 512 * 1024),
 )
+#: A caller's trace that it did not sample (flags 00), as a traced caller's call is stored.
+UNSAMPLED_CALLER = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
 #: The scenario the settings' costs and the in-turn comparison run.
 AT_100 = next(scenario for scenario in SCENARIOS if scenario.name == "trivial, 100 in flight")
 
@@ -148,14 +150,23 @@ class Bench:
         raise TimeoutError("implementation never pulled")
 
     async def fill(
-        self, streams: Sequence[str], function: str, count: int, body_bytes: int = 5, callback: bool = False
+        self,
+        streams: Sequence[str],
+        function: str,
+        count: int,
+        body_bytes: int = 5,
+        callback: bool = False,
+        traceparent: str = "",
     ) -> None:
         """``count`` calls to each stream, in turn, as the gateway stores them, each with its own
-        call id and start time (and with ``callback``, a callback URL on the function server)."""
+        call id and start time (and with ``callback``, a callback URL on the function server;
+        with ``traceparent``, under that caller's trace)."""
         body = b"hello" if body_bytes == 5 else os.urandom(body_bytes)
-        header = {"Content-Type": ("text/plain",)}
+        header: dict[str, tuple[str, ...]] = {"Content-Type": ("text/plain",)}
         if callback:
             header["X-Callback-Url"] = (f"{self.gateway}{CALLBACK_PATH}",)
+        if traceparent:
+            header["Traceparent"] = (traceparent,)
         calls = stamped(function, body, header)
         every = max(1, min(1000, (1 << 20) // (body_bytes * 4 // 3 + 300)))
         for i in range(count):
@@ -236,9 +247,12 @@ class Bench:
             await asyncio.to_thread(process.wait, 30)
 
 
-async def side_by_side(bench: Bench, on: dict[str, str], off: dict[str, str], rounds: int = 7) -> dict[str, Any]:
+async def side_by_side(
+    bench: Bench, on: dict[str, str], off: dict[str, str], rounds: int = 7, traceparent: str = ""
+) -> dict[str, Any]:
     """What a setting costs the worker at 100 in flight: a worker with it (``on``) and one
-    without (``off``) drain queues of their own at the same time, fed in turn.
+    without (``off``) drain queues of their own at the same time, fed in turn (every call under
+    ``traceparent``'s trace, when given).
 
     This shared machine's speed moves by a fifth from one run to the next (run alone, the same
     worker took 132-185 us of CPU per message in three runs), which hides a cost of 5% in runs
@@ -262,7 +276,7 @@ async def side_by_side(bench: Bench, on: dict[str, str], off: dict[str, str], ro
             before = {name: cpu_seconds(worker.pid) for name, worker in workers.items()}
             started = time.monotonic()
             count = AT_100.messages
-            await bench.fill([stream for stream, _ in queues.values()], "echo", count)
+            await bench.fill([stream for stream, _ in queues.values()], "echo", count, traceparent=traceparent)
             took = dict(
                 zip(
                     queues,
@@ -338,12 +352,19 @@ async def measure_edges(bench: Bench) -> dict[str, object]:
     print(f"  call status at 100 in flight, in turn: {status_in_turn}", flush=True)
     otlp = await OtlpReceiver(keep=False).start()
     sampled = {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp.url, "OTEL_TRACES_SAMPLER": "traceidratio"}
+    parent_based = {**sampled, "OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}
     try:
         traced = await side_by_side(bench, on={**sampled, "OTEL_TRACES_SAMPLER_ARG": "0.1"}, off={})
+        tracing_cost = {**traced, "spans_exported": otlp.counted}
+        print(f"  tracing at 100 in flight, 10% sampled: {tracing_cost}", flush=True)
+        # As the front door's calls when tracing is on, and a traced caller's: decided from the
+        # caller's traceparent, which says the caller did not sample.
+        under_caller = await side_by_side(bench, on=parent_based, off={}, traceparent=UNSAMPLED_CALLER)
+        print(
+            f"  tracing at 100 in flight, parent-based 10%, calls a caller did not sample: {under_caller}", flush=True
+        )
     finally:
         await otlp.close()
-    tracing_cost = {**traced, "spans_exported": otlp.counted}
-    print(f"  tracing at 100 in flight, 10% sampled: {tracing_cost}", flush=True)
     parts = trace_cost.measure()
     print(f"  tracing's CPU per attempt and span, ours and the SDK's: {parts}", flush=True)
     counted: dict[str, float] | None = None
@@ -364,6 +385,7 @@ async def measure_edges(bench: Bench) -> dict[str, object]:
         "call_status_rate": status_cost,
         "call_status_in_turn": status_in_turn,
         "tracing_rate": tracing_cost,
+        "tracing_under_unsampled_caller_rate": under_caller,
         "tracing_parts": parts,
         "handler_instructions": counted,
         "large_bodies": large,
