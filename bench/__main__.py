@@ -358,7 +358,8 @@ async def measure_edges(bench: Bench) -> dict[str, object]:
         tracing_cost = {**traced, "spans_exported": otlp.counted}
         print(f"  tracing at 100 in flight, 10% sampled: {tracing_cost}", flush=True)
         # As the front door's calls when tracing is on, and a traced caller's: decided from the
-        # caller's traceparent, which says the caller did not sample.
+        # caller's traceparent, which says the caller did not sample, so none is kept: what
+        # tracing costs the attempts it drops.
         under_caller = await side_by_side(bench, on=parent_based, off={}, traceparent=UNSAMPLED_CALLER)
         print(
             f"  tracing at 100 in flight, parent-based 10%, calls a caller did not sample: {under_caller}", flush=True
