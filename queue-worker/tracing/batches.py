@@ -106,8 +106,8 @@ class Batches:
         self._full = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        #: Spans dropped since the last export said so (counted then, with a warning).
         self.dropped = 0
-        self.failed = 0
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="trace export")
@@ -168,7 +168,6 @@ class Batches:
                     self._waiting.clear()
 
     def _lost(self, spans: int) -> None:
-        self.failed += spans
         self._count("failed", spans)
 
     async def close(self) -> None:

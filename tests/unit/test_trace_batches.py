@@ -167,16 +167,16 @@ def test_beyond_the_queue_spans_are_dropped_and_counted_not_kept() -> None:
 
 
 def test_refused_exports_are_counted() -> None:
-    sent = Sent(accept=False)
+    sent, counted = Sent(accept=False), Counted()
 
-    async def run() -> int:
-        batches = _batches(sent, batch_size=2)
+    async def run() -> None:
+        batches = _batches(sent, counted, batch_size=2)
         for index in range(3):
             batches.ended(_span(index))
         await batches.close()
-        return batches.failed
 
-    assert asyncio.run(run()) == 3
+    asyncio.run(run())
+    assert counted["failed"] == 3
 
 
 def test_an_export_that_raises_is_counted_and_the_next_batch_still_goes_out() -> None:
@@ -190,8 +190,11 @@ def test_an_export_that_raises_is_counted_and_the_next_batch_still_goes_out() ->
             raise ConnectionError("collector gone")
         return sent(data)
 
-    async def run() -> int:
-        batches = Batches(Encoder({}, "qw", "1"), flaky, BatchSettings(batch_size=2, schedule_delay_ms=60_000), LOG)
+    counted = Counted()
+
+    async def run() -> None:
+        settings = BatchSettings(batch_size=2, schedule_delay_ms=60_000)
+        batches = Batches(Encoder({}, "qw", "1"), flaky, settings, LOG, count=counted)
         batches.start()
         for index in range(4):
             batches.ended(_span(index))
@@ -200,9 +203,9 @@ def test_an_export_that_raises_is_counted_and_the_next_batch_still_goes_out() ->
                 break
             await asyncio.sleep(0.01)
         await batches.close()
-        return batches.failed
 
-    assert asyncio.run(run()) == 2
+    asyncio.run(run())
+    assert counted["failed"] == 2
     assert sent.batches == [["s2", "s3"]]
 
 
@@ -212,35 +215,36 @@ def test_at_shutdown_the_first_failed_export_ends_it_and_nothing_is_retried(wait
     """A collector that is down costs one export at shutdown, however much is waiting, and the
     client is told to stop retrying before it is asked."""
     order: list[str] = []
+    counted = Counted()
 
     def down(data: bytes) -> str:
         order.append("send")
         return "ConnectFailed: connection refused"
 
-    async def run() -> int:
+    async def run() -> None:
         stop = lambda: order.append("stop retries")  # noqa: E731
-        batches = Batches(Encoder({}, "qw", "1"), down, BatchSettings(batch_size=batch), LOG, stop)
+        batches = Batches(Encoder({}, "qw", "1"), down, BatchSettings(batch_size=batch), LOG, stop, counted)
         for index in range(waiting):  # not started: all of it waits for shutdown
             batches.ended(_span(index))
         await batches.close()
-        return batches.failed
 
-    assert asyncio.run(run()) == waiting
+    asyncio.run(run())
+    assert counted["failed"] == waiting
     assert order == ["stop retries", "send"]
 
 
 def test_a_span_that_cannot_be_encoded_is_counted_and_lost_alone() -> None:
-    sent = Sent()
+    sent, counted = Sent(), Counted()
 
-    async def run() -> int:
-        batches = _batches(sent, batch_size=2)
+    async def run() -> None:
+        batches = _batches(sent, counted, batch_size=2)
         batches.ended(_span(0))
         batches.ended(SpanData("bad", 1, 1, 0, 1, 0, 0, {"x": object()}))
         batches.ended(_span(1))
         await batches.close()
-        return batches.failed
 
-    assert asyncio.run(run()) == 1
+    asyncio.run(run())
+    assert counted["failed"] == 1
     # Spans are encoded as their batch goes out: the bad one leaves a gap in its batch.
     assert sent.batches == [["s0"], ["s1"]]
 
