@@ -275,3 +275,9 @@ class _FieldsOnly(TextMapPropagator):
     @property
     def fields(self) -> set[str]:
         return self._fields
+
+
+@given(call_id=call_ids)
+def test_a_call_with_no_trace_gets_the_id_earlier_versions_derived(call_id: str) -> None:
+    # During a rolling upgrade, an older worker's attempts and a newer one's share the trace.
+    assert trace_of(Context(), call_id) == tracing._derived(f"call/{call_id}", 16)
