@@ -55,7 +55,7 @@ class Invoker:
 
     def __init__(self, *, transport: Transport, gateway_url: str) -> None:
         self.transport = transport
-        self.gateway_url = gateway_url.rstrip("/")
+        self._gateway_url = gateway_url.rstrip("/")
 
     def url(self, request: QueueRequest) -> str:
         """The full URL the function is called at.
@@ -63,7 +63,17 @@ class Invoker:
         Raises:
             URLError: Go could not have sent it (an invalid %-escape in the path).
         """
-        return self.gateway_url + request.request_target()
+        return self._gateway_url + request.request_target()
+
+    def shown_url(self, request: QueueRequest) -> tuple[str | None, str]:
+        """:meth:`url`, or ``None`` when Go could not have sent it (which :meth:`invoke` answers
+        400, unsent); and the URL to show for it, without its query: the path as stored when
+        there is no URL. Never raises."""
+        try:
+            url = self.url(request)
+        except URLError:
+            return None, self._gateway_url + request.invoke_path().partition("?")[0]
+        return url, url.partition("?")[0]
 
     async def invoke(self, request: QueueRequest, span: Span | None = None, url: str | None = None) -> Invocation:
         """Make the call; never raises for a failure to get an answer.

@@ -36,7 +36,6 @@ from .settings import WorkerSettings
 from .status.state import CallState, Facts, Record, record_for
 from .status.store import StatusWriter
 from .transport import Response, Transport
-from .wire.gourl import URLError
 from .wire.queue_request import INVALID_REQUEST, DecodeError, QueueRequest, decode
 
 #: Why a message becomes a dead letter (its ``reason`` header and metric label), and what to do.
@@ -296,17 +295,8 @@ class QueueWorker:
             url = None
             invocation_span: AbstractContextManager[Span | None] = tracing.NO_SPAN
             if attempt_span is not None:  # the URL is made here only for a traced attempt: most are not
-                try:
-                    url = self.invoker.url(request)
-                except URLError:
-                    # The invoker answers it 400, unsent, as for an attempt not traced: the span
-                    # names the path as stored.
-                    shown = self.invoker.gateway_url + request.invoke_path()
-                else:
-                    shown = url
-                invocation_span = tracing.client_span(
-                    request.method, shown.partition("?")[0], request.method, attempt_span
-                )
+                url, shown = self.invoker.shown_url(request)
+                invocation_span = tracing.client_span(request.method, shown, request.method, attempt_span)
             with invocation_span as span:
                 invocation = await self.invoker.invoke(request, span, url)
                 tracing.record_status(span, invocation.response.status, invocation.error)
