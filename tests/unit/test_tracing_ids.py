@@ -7,7 +7,7 @@ import hashlib
 from collections.abc import Callable
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from opentelemetry import trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
@@ -100,10 +100,18 @@ _SAMPLERS: list[Callable[[float], Sampler]] = [
     trace_id=traces,
     flags=st.sampled_from(["00", "01", "03", "fe"]),
     traced=st.sampled_from(["", "valid", "malformed", "spaced", "version ff", "zero span"]),
+    tracestate=st.sampled_from(["", "congo=t61rcWkgMzE", "a=1,b=2", "not a state!"]),
     w3c=st.booleans(),
 )
 def test_a_samplers_answer_read_without_asking_it_is_the_samplers_own(
-    rate: float, kind: Callable[[float], Sampler], call_id: str, trace_id: int, flags: str, traced: str, w3c: bool
+    rate: float,
+    kind: Callable[[float], Sampler],
+    call_id: str,
+    trace_id: int,
+    flags: str,
+    traced: str,
+    tracestate: str,
+    w3c: bool,
 ) -> None:
     sampler = kind(rate)
     traceparent = {
@@ -118,11 +126,11 @@ def test_a_samplers_answer_read_without_asking_it_is_the_samplers_own(
     # With W3C propagators (the default), a stored traceparent is read by hand; else extracted.
     tracing._sampler, tracing._answers, tracing._w3c_only = sampler, ratio_answers(sampler), w3c
     try:
-        kept = tracing.sampled("process q", traceparent, "", call_id)
+        kept = tracing.sampled("process q", traceparent, tracestate, call_id)
     finally:
         tracing._sampler, tracing._answers, tracing._w3c_only = saved
 
-    parent = tracing.parent(traceparent)
+    parent = tracing.parent(traceparent, tracestate)
     expected = sampler.should_sample(parent, trace_of(parent, call_id), "process q")
     assert (kept is not None) == expected.decision.is_sampled()
     if kept is not None:  # the whole answer, whether the sampler was asked or not
@@ -215,24 +223,24 @@ def _hex(size: int) -> st.SearchStrategy[str]:
     return st.text(_HEX, min_size=size, max_size=size)
 
 
-@settings(max_examples=600)
-@given(
-    st.one_of(
-        st.text(max_size=70),
-        st.builds(
-            lambda version, trace_id, span_id, flags, rest, pad: (
-                f"{pad}{version}-{trace_id}-{span_id}-{flags}{rest}{pad}"
-            ),
-            st.sampled_from(["00", "01", "ff", "0g", "0"]),
-            st.one_of(_hex(32), st.sampled_from(["0" * 32, "0AF7651916CD43DD8448EB211C80319C", "0" * 31])),
-            st.one_of(_hex(16), st.sampled_from(["0" * 16, "abc"])),
-            st.one_of(_hex(2), st.just("1")),
-            st.sampled_from(["", "-", "-x", "-00", " "]),
-            st.sampled_from(["", " ", "\t", "\n"]),
-        ),
-        st.just("00-" + "1" * 32 + "-" + "2" * 16 + "-01" + "x" * 500),
-    )
+#: Stored ``traceparent`` values: any text, and headers built from valid and invalid parts.
+traceparents = st.one_of(
+    st.text(max_size=70),
+    st.builds(
+        lambda version, trace_id, span_id, flags, rest, pad: f"{pad}{version}-{trace_id}-{span_id}-{flags}{rest}{pad}",
+        st.sampled_from(["00", "01", "ff", "0g", "0"]),
+        st.one_of(_hex(32), st.sampled_from(["0" * 32, "0AF7651916CD43DD8448EB211C80319C", "0" * 31])),
+        st.one_of(_hex(16), st.sampled_from(["0" * 16, "abc"])),
+        st.one_of(_hex(2), st.just("1")),
+        st.sampled_from(["", "-", "-x", "-00", " "]),
+        st.sampled_from(["", " ", "\t", "\n"]),
+    ),
+    st.just("00-" + "1" * 32 + "-" + "2" * 16 + "-01" + "x" * 500),
 )
+
+
+@settings(max_examples=600)
+@given(traceparents)
 def test_a_traceparent_read_by_hand_is_read_as_the_w3c_propagator_reads_it(traceparent: str) -> None:
     context = trace.get_current_span(
         TraceContextTextMapPropagator().extract({"traceparent": traceparent})
@@ -240,6 +248,54 @@ def test_a_traceparent_read_by_hand_is_read_as_the_w3c_propagator_reads_it(trace
 
     expected = (context.trace_id, context.span_id, context.trace_flags) if context.is_valid else None
     assert tracing.w3c_parent(traceparent) == expected
+
+
+@example(
+    traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    tracestate="congo=t61rcWkgMzE,rojo=00f067aa0ba902b7",
+)
+@settings(max_examples=300)
+@given(
+    traceparent=st.one_of(
+        st.builds(
+            "00-{:032x}-{:016x}-{:02x}".format,
+            st.integers(1, 2**128 - 1),
+            st.integers(1, 2**64 - 1),
+            st.integers(0, 255),
+        ),
+        traceparents,
+    ),
+    tracestate=st.one_of(
+        st.text(max_size=40),
+        st.lists(
+            st.tuples(
+                st.from_regex(r"[a-z][a-z0-9_*/-]{0,8}", fullmatch=True),
+                # Valid values mostly; now and then one the propagator refuses (the whole header).
+                st.text("abc!~1", min_size=1, max_size=6) | st.sampled_from(["ok", "", "a=b", "x,y", "a "]),
+            ),
+            max_size=4,
+        ).map(lambda pairs: ",".join(f"{k}={v}" for k, v in pairs)),
+    ),
+)
+def test_a_parent_built_from_what_was_read_by_hand_is_the_one_the_propagator_extracts(
+    traceparent: str, tracestate: str
+) -> None:
+    found = tracing.w3c_parent(traceparent)
+    if found is None:  # no parent: nothing is built
+        return
+    carrier = {"traceparent": traceparent, "tracestate": tracestate} if tracestate else {"traceparent": traceparent}
+    extracted = TraceContextTextMapPropagator().extract(carrier)
+
+    built = tracing.w3c_context(found, tracestate)
+
+    assert built.keys() == extracted.keys()
+    expected = trace.get_current_span(extracted).get_span_context()
+    context = trace.get_current_span(built).get_span_context()
+    assert (context, context.is_remote, dict(context.trace_state)) == (
+        expected,
+        expected.is_remote,
+        dict(expected.trace_state),
+    )
 
 
 @pytest.mark.parametrize(
