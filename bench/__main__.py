@@ -30,7 +30,7 @@ import nats
 from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
 
-from bench import function_mode, instructions, trace_cost
+from bench import function_mode, instructions, trace_cost, worker_instructions
 from bench.clients import measure_clients
 from bench.limits import function_names, held_in_flight, large_bodies
 from bench.load import measure_server
@@ -116,8 +116,9 @@ class Bench:
         return name, "bench"
 
     def start(
-        self, implementation: str, stream: str, durable: str, inflight: int, **extra: str
+        self, implementation: str, stream: str, durable: str, inflight: int, under: Sequence[str] = (), **extra: str
     ) -> subprocess.Popen[bytes]:
+        """The implementation's process, draining ``stream`` (run by ``under``'s command, when given)."""
         env = {
             "PATH": os.environ.get("PATH", ""),
             "nats_url": self.natsd.url,
@@ -132,7 +133,7 @@ class Bench:
             "metrics_port": str(free_port()),
             **extra,
         }
-        command = (
+        command = [*under] + (
             [sys.executable, str(TEMPLATE / "index.py")]
             if implementation == "queue-worker"
             else [sys.executable, "-m", "bench.handwritten"]
@@ -140,9 +141,9 @@ class Bench:
         with open(self.logs / f"{implementation}-{stream}.log", "wb") as log:
             return subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
 
-    async def wait_bound(self, stream: str, durable: str) -> None:
+    async def wait_bound(self, stream: str, durable: str, timeout_s: float = 30) -> None:
         """Until the implementation has a pull request waiting on the consumer."""
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if (await self.nc.jetstream().consumer_info(stream, durable)).num_waiting:
                 return
@@ -369,9 +370,12 @@ async def measure_edges(bench: Bench) -> dict[str, object]:
     parts = trace_cost.measure()
     print(f"  tracing's CPU per attempt and span, ours and the SDK's: {parts}", flush=True)
     counted: dict[str, float] | None = None
+    in_situ: dict[str, float] | None = None
     if shutil.which("valgrind"):
         counted = instructions.measure()
         print(f"  instructions a message, untraced, and added by tracing (thousands): {counted}", flush=True)
+        in_situ = await worker_instructions.measure(bench)
+        print(f"  instructions a message of the whole worker, untraced and traced at 10%: {in_situ}", flush=True)
     else:
         print("  instructions a message: not counted (valgrind is not installed)", flush=True)
     large = {impl: await large_bodies(bench, impl) for impl in ("queue-worker", "hand-written")}
@@ -389,6 +393,7 @@ async def measure_edges(bench: Bench) -> dict[str, object]:
         "tracing_under_unsampled_caller_rate": under_caller,
         "tracing_parts": parts,
         "handler_instructions": counted,
+        "worker_instructions": in_situ,
         "large_bodies": large,
         "names": names,
         "held_in_flight": held,
