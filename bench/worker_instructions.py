@@ -9,11 +9,13 @@ instructions more a message than one keeping none, against 192k more for the han
 the rest is the export and its HTTP requests.
 
 Why counts and not only timing: side by side with tracing off, the worker traced at 10% came
-out at 0.87-1.00 of its rate over seven rounds of one ``make bench``, around a cost of 5%;
-counts move by about 0.2% from one run to the next (508.9k and 508.6k a message untraced,
-540.8k and 539.6k traced, two runs by hand). Counts leave out what instructions do not show
-(cache misses, the kernel, nats-server's own work), so they stand beside the timed ratios, not
-for them.
+out at 0.87-1.00 of its rate over seven rounds of one ``make bench``, around a cost of 5%.
+Untraced, the count moved by 0.3% over four runs (507.5k-508.9k a message); traced, three runs
+gave 538.5k-540.8k (1.061-1.063x) and one, in a ``make bench`` in a slow spell, 584.4k (1.151x),
+with the same calls handled and no export failing. What made that one differ is not known (a
+full collection of the garbage collector falling in the window or not is one guess), so read
+one run's ratio as one sample. Counts leave out what instructions do not show (cache misses,
+the kernel, nats-server's own work): they stand beside the timed ratios, not for them.
 
 Each arm's worker runs under callgrind, about fifty times slower than alone: it drains
 :data:`WARM` calls, its counters are zeroed, it drains :data:`MESSAGES` more and they are
