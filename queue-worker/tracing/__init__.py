@@ -145,9 +145,13 @@ def tracer() -> trace.Tracer:
 
 
 def parent(traceparent: str, tracestate: str = "") -> TraceContext:
-    """The caller's trace context, from the stored request's ``traceparent`` and ``tracestate``."""
+    """The caller's trace context, from the stored request's ``traceparent`` and ``tracestate``,
+    as the propagators extract it (built from the header read by hand while they are W3C's)."""
     if not traceparent:
         return _NO_PARENT
+    if _w3c_only:
+        found = w3c_parent(traceparent)
+        return _NO_PARENT if found is None else w3c_context(found, tracestate)
     return propagate.extract(
         {"traceparent": traceparent, "tracestate": tracestate} if tracestate else {"traceparent": traceparent}
     )
@@ -400,8 +404,7 @@ def job_span(name: str, traceparent: str, delivery: int) -> AbstractContextManag
     if _tracer is None or not traceparent:
         return NO_SPAN
     attributes: dict[str, Any] = {"messaging.system": "nats", "queue_worker.callback_delivery": delivery}
-    context = propagate.extract({"traceparent": traceparent})
-    return _tracer.start_span(name, context=context, kind=SpanKind.CONSUMER, attributes=attributes)
+    return _tracer.start_span(name, context=parent(traceparent), kind=SpanKind.CONSUMER, attributes=attributes)
 
 
 def record_status(span: Span | None, status: int, error: str = "") -> None:

@@ -130,7 +130,7 @@ def test_a_samplers_answer_read_without_asking_it_is_the_samplers_own(
     finally:
         tracing._sampler, tracing._answers, tracing._w3c_only = saved
 
-    parent = tracing.parent(traceparent, tracestate)
+    parent = _extracted(traceparent, tracestate)
     expected = sampler.should_sample(parent, trace_of(parent, call_id), "process q")
     assert (kept is not None) == expected.decision.is_sampled()
     if kept is not None:  # the whole answer, whether the sampler was asked or not
@@ -277,16 +277,14 @@ def test_a_traceparent_read_by_hand_is_read_as_the_w3c_propagator_reads_it(trace
         ).map(lambda pairs: ",".join(f"{k}={v}" for k, v in pairs)),
     ),
 )
-def test_a_parent_built_from_what_was_read_by_hand_is_the_one_the_propagator_extracts(
-    traceparent: str, tracestate: str
-) -> None:
-    found = tracing.w3c_parent(traceparent)
-    if found is None:  # no parent: nothing is built
-        return
-    carrier = {"traceparent": traceparent, "tracestate": tracestate} if tracestate else {"traceparent": traceparent}
-    extracted = TraceContextTextMapPropagator().extract(carrier)
-
-    built = tracing.w3c_context(found, tracestate)
+def test_a_parent_read_by_hand_is_the_one_the_propagator_extracts(traceparent: str, tracestate: str) -> None:
+    extracted = _extracted(traceparent, tracestate)
+    saved = tracing._w3c_only
+    tracing._w3c_only = True  # the default propagators: the stored headers are read by hand
+    try:
+        built = tracing.parent(traceparent, tracestate)
+    finally:
+        tracing._w3c_only = saved
 
     assert built.keys() == extracted.keys()
     expected = trace.get_current_span(extracted).get_span_context()
@@ -296,6 +294,14 @@ def test_a_parent_built_from_what_was_read_by_hand_is_the_one_the_propagator_ext
         expected.is_remote,
         dict(expected.trace_state),
     )
+
+
+def _extracted(traceparent: str, tracestate: str) -> Context:
+    """The context the W3C propagator extracts from stored trace headers."""
+    if not traceparent:
+        return Context()
+    carrier = {"traceparent": traceparent, "tracestate": tracestate} if tracestate else {"traceparent": traceparent}
+    return TraceContextTextMapPropagator().extract(carrier)
 
 
 @pytest.mark.parametrize(
