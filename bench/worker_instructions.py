@@ -10,8 +10,8 @@ the rest is the export and its HTTP requests.
 
 Why counts and not only timing: side by side with tracing off, the worker traced at 10% came
 out at 0.87-1.00 of its rate over seven rounds of one ``make bench``, around a cost of 5%.
-Untraced, the count moved by 0.3% over four runs (507.5k-508.9k a message); traced, three runs
-gave 538.5k-540.8k (1.061-1.063x) and one, in a ``make bench`` in a slow spell, 584.4k (1.151x),
+Untraced, the count moved by 0.5% over six runs (507.5k-509.9k a message); traced, five runs
+gave 538.5k-541.3k (1.060-1.063x) and one, in a ``make bench`` in a slow spell, 584.4k (1.151x),
 with the same calls handled and no export failing. What made that one differ is not known (a
 full collection of the garbage collector falling in the window or not is one guess), so read
 one run's ratio as one sample. Counts leave out what instructions do not show (cache misses,
