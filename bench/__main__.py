@@ -30,7 +30,7 @@ import nats
 from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
 
-from bench import function_mode, instructions, trace_cost, worker_instructions
+from bench import function_mode, go, instructions, trace_cost, worker_instructions
 from bench.clients import measure_clients
 from bench.limits import function_names, held_in_flight, large_bodies
 from bench.load import measure_server
@@ -94,8 +94,10 @@ class Result:
 
 
 class Bench:
-    def __init__(self, natsd: NatsServer, nc: Client, function_port: int) -> None:
+    def __init__(self, natsd: NatsServer, nc: Client, function_port: int, go_worker: Path | None = None) -> None:
         self.natsd = natsd
+        #: The Go yardstick's binary (:mod:`bench.go`), when this machine could build it.
+        self.go_worker = go_worker
         self.nc = nc
         self.gateway = f"http://127.0.0.1:{function_port}"
         self.logs = Path(tempfile.mkdtemp(prefix="bench-"))
@@ -133,11 +135,12 @@ class Bench:
             "metrics_port": str(free_port()),
             **extra,
         }
-        command = [*under] + (
-            [sys.executable, str(TEMPLATE / "index.py")]
-            if implementation == "queue-worker"
-            else [sys.executable, "-m", "bench.handwritten"]
-        )
+        commands = {
+            "queue-worker": [sys.executable, str(TEMPLATE / "index.py")],
+            "hand-written": [sys.executable, "-m", "bench.handwritten"],
+            "go": [str(self.go_worker)],
+        }
+        command = [*under, *commands[implementation]]
         with open(self.logs / f"{implementation}-{stream}.log", "wb") as log:
             return subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
 
@@ -310,15 +313,16 @@ Arm = tuple[str, dict[str, str]]
 
 async def in_turn(bench: Bench, scenario: Scenario, first: Arm, second: Arm, rounds: int = 5) -> dict[str, Any]:
     """Two arms on one scenario, run one after the other, ``rounds`` times, the order swapping
-    each round: the median of the rounds' ratios of rates (``first`` over ``second``), of the
-    first arm's CPU per message, and of nats-server's CPU per message under each arm.
+    each round: the median of the rounds' ratios of rates (``first`` over ``second``), of each
+    arm's CPU per message (``cpu_us``, the first's; ``second_cpu_us``), and of nats-server's CPU
+    per message under each arm.
 
     One pair of runs is at the mercy of this machine's spells (100 in flight came out at
     0.92x and 1.17x the hand-written loop in two runs on one day); a target on the ratio is
     judged on the median of pairs. Unlike :func:`side_by_side`, what an arm costs nats-server,
     which shares this machine's two cores, is charged to that arm alone."""
     ratios: list[float] = []
-    cpu_us: list[float] = []
+    cpu_us: dict[int, list[float]] = {0: [], 1: []}
     server_us: dict[int, list[float]] = {0: [], 1: []}
     assert bench.natsd.process is not None
     for i in range(rounds):
@@ -329,11 +333,13 @@ async def in_turn(bench: Bench, scenario: Scenario, first: Arm, second: Arm, rou
             results[arm] = await bench.run(implementation, scenario, **settings)
             server_us[arm].append((cpu_seconds(bench.natsd.process.pid) - server_before) / results[arm].messages * 1e6)
         ratios.append(results[0].rate / results[1].rate)
-        cpu_us.append(results[0].cpu_s_per_1000 * 1000)
+        for arm in (0, 1):
+            cpu_us[arm].append(results[arm].cpu_s_per_1000 * 1000)
     return {
         "ratio": round(statistics.median(ratios), 3),
         "ratios": [round(r, 3) for r in ratios],
-        "cpu_us": round(statistics.median(cpu_us), 1),
+        "cpu_us": round(statistics.median(cpu_us[0]), 1),
+        "second_cpu_us": round(statistics.median(cpu_us[1]), 1),
         "nats_server_us": [round(statistics.median(server_us[arm]), 1) for arm in (0, 1)],
     }
 
@@ -385,6 +391,7 @@ async def measure_edges(bench: Bench) -> dict[str, object]:
     print(f"  10,000 function names: {names}", flush=True)
     held = await held_in_flight(bench)
     print(f"  5,000 calls held in flight: {held}", flush=True)
+    against_go = await measure_against_go(bench)
     return {
         "in_turn_at_100": at_100,
         "call_status_rate": status_cost,
@@ -397,7 +404,28 @@ async def measure_edges(bench: Bench) -> dict[str, object]:
         "large_bodies": large,
         "names": names,
         "held_in_flight": held,
+        "against_go": against_go,
     }
+
+
+async def measure_against_go(bench: Bench) -> dict[str, dict[str, Any]] | None:
+    """The worker and the hand-written loop, each in turn with the Go yardstick (:mod:`bench.go`),
+    at 100 in flight with and without a callback on each call; ``None`` when it was not built."""
+    if bench.go_worker is None:
+        print("  against Go: not measured (no Go toolchain, or no nats.go sources)", flush=True)
+        return None
+    callback = next(scenario for scenario in SCENARIOS if scenario.callback)
+    figures: dict[str, dict[str, Any]] = {}
+    for label, scenario in (
+        ("trivial", replace(AT_100, messages=15000)),
+        ("callback", replace(callback, messages=10000)),
+    ):
+        for implementation in ("queue-worker", "hand-written"):
+            figures[f"{implementation}, {label}"] = found = await in_turn(
+                bench, scenario, (implementation, {}), ("go", {})
+            )
+            print(f"  {implementation} in turn with Go, {scenario.name}: {found}", flush=True)
+    return figures
 
 
 async def main() -> int:
@@ -410,7 +438,7 @@ async def main() -> int:
             f" framing one response (llhttp) {clients['response_parse_us']} µs"
         )
         nc = await nats.connect(natsd.url)
-        bench = Bench(natsd, nc, port)
+        bench = Bench(natsd, nc, port, await asyncio.to_thread(go.build))
         await bench.stats()
         results: list[Result] = []
         for scenario in SCENARIOS:
