@@ -45,7 +45,7 @@ demo: $(STAMP)
 worker: $(STAMP)
 	handler_dir=queue-worker $(BIN)/python template/python3-jetstream/index.py
 
-## The benchmark: prints a table, writes bench/results.json and draws bench/*.png (about three quarters of an hour).
+## The benchmark: prints a table, writes bench/results.json and draws bench/*.png (17-25 minutes on two cores, with valgrind and Go).
 bench: $(STAMP)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r bench/requirements.txt
 	$(BIN)/python -m bench

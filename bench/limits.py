@@ -107,19 +107,21 @@ async def function_names(bench: Bench) -> dict[str, float]:
 
 async def held_in_flight(bench: Bench, calls: int = HELD_CALLS) -> dict[str, float]:
     """The worker's memory with ``calls`` calls held in flight at once, each at a gateway that
-    answers none until all have arrived: RSS before and with them, and the difference per call.
+    answers none until all have arrived and the worker's RSS has been read: RSS before and
+    with them, and the difference per call.
 
     A steadier figure than the peak while a queue drains, which depends on how many calls
     happen to be in flight together; this one is what each slot of ``max_inflight`` costs."""
     arrived: list[asyncio.StreamWriter] = []
     everyone = asyncio.Event()
+    released = asyncio.Event()
 
     async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
         arrived.append(writer)
         if len(arrived) >= calls:
             everyone.set()
-        await everyone.wait()
+        await released.wait()
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
         await writer.drain()
         writer.close()
@@ -141,6 +143,7 @@ async def held_in_flight(bench: Bench, calls: int = HELD_CALLS) -> dict[str, flo
             raise TimeoutError(f"{len(arrived)} of {calls} calls arrived") from None
         await asyncio.sleep(1.0)  # what the last arrivals set off settles
         held = rss_mb(process.pid)
+        released.set()
         await bench.drained(stream)
         return {
             "calls": calls,
@@ -149,6 +152,7 @@ async def held_in_flight(bench: Bench, calls: int = HELD_CALLS) -> dict[str, flo
             "kb_per_call": round((held - before) * 1024 / calls, 2),
         }
     finally:
+        released.set()
         process.send_signal(signal.SIGTERM)
         await asyncio.to_thread(process.wait, 30)
         gateway.close()
