@@ -138,8 +138,9 @@ class Bench:
         commands = {
             "queue-worker": [sys.executable, str(TEMPLATE / "index.py")],
             "hand-written": [sys.executable, "-m", "bench.handwritten"],
-            "go": [str(self.go_worker)],
         }
+        if self.go_worker is not None:  # otherwise "go" is unknown here, not a command named "None"
+            commands["go"] = [str(self.go_worker)]
         command = [*under, *commands[implementation]]
         with open(self.logs / f"{implementation}-{stream}.log", "wb") as log:
             return subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
